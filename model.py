@@ -355,7 +355,9 @@ def _config_from_hf(hf):
                     n_head=hf["n_head"], n_embd=hf["n_embd"], ffn_hidden=hf.get("n_inner") or 4 * hf["n_embd"],
                     norm_eps=hf.get("layer_norm_epsilon", 1e-5))
     if kind == "llama":
+        rope = hf.get("rope_parameters") or {}  # newer transformers nest rope_theta here
         bad = [k for k in ("attention_bias", "mlp_bias", "rope_scaling", "sliding_window") if hf.get(k)]
+        bad += [f"rope_type {rope['rope_type']}"] if rope.get("rope_type", "default") != "default" else []
         if bad or hf.get("hidden_act", "silu") != "silu":
             raise ValueError(f"unsupported Llama options: {bad or hf.get('hidden_act')}")
         if hf.get("head_dim") not in (None, hf["hidden_size"] // hf["num_attention_heads"]):
@@ -364,7 +366,7 @@ def _config_from_hf(hf):
                     n_layer=hf["num_hidden_layers"], n_head=hf["num_attention_heads"], n_embd=hf["hidden_size"],
                     n_kv_head=hf.get("num_key_value_heads") or hf["num_attention_heads"],
                     ffn_hidden=hf["intermediate_size"], tie_embeddings=hf.get("tie_word_embeddings", False),
-                    norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=hf.get("rope_theta", 10000.0))
+                    norm_eps=hf.get("rms_norm_eps", 1e-6), rope_theta=rope.get("rope_theta", hf.get("rope_theta", 10000.0)))
     raise ValueError(f"unsupported model_type {kind!r}: from_hf reads 'gpt2' and 'llama' checkpoints")
 
 
@@ -380,6 +382,7 @@ def _config_to_hf(cfg, dtype):
                 hidden_size=cfg.n_embd, intermediate_size=cfg.ffn_hidden, num_hidden_layers=cfg.n_layer,
                 num_attention_heads=cfg.n_head, num_key_value_heads=cfg.n_kv_head, hidden_act="silu",
                 max_position_embeddings=cfg.block_size, rms_norm_eps=cfg.norm_eps, rope_theta=cfg.rope_theta,
+                rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
                 tie_word_embeddings=cfg.tie_embeddings, attention_bias=False, mlp_bias=False,
                 attention_dropout=cfg.dropout, torch_dtype=dtype_name)
 

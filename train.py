@@ -1,0 +1,424 @@
+"""
+Token-level pre-training, and the one training loop every method script reuses.
+
+  python data.py && python train.py                  # built-in corpus, tiny model, CPU, a few minutes
+  torchrun --nproc_per_node=2 train.py --preset small  # DDP (gloo on CPU, nccl on CUDA)
+  python train.py --resume                           # continue exactly where out/ckpt.pt stopped
+  python train.py --sample "def main(" --init_from out/ckpt.pt
+  python train.py --eval_bin data/stdlib/val.bin --init_from out/ckpt.pt
+
+Method scripts import `add_train_args`, `setup`, `build_model`, `train` and the checkpoint helpers from here;
+`train(model, args, ctx, loss_fn=...)` is the loop: AdamW, warmup + cosine, gradient accumulation, DDP,
+evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpoints, exact resume.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+from model import GPT, GPTConfig
+
+
+class UsageError(Exception):
+    """Bad flags or files: reported as one line, before any long work."""
+
+
+def print0(*a, **k):
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(*a, **k, flush=True)
+
+
+def cli(main):
+    """Run main(); bad input ends with one line naming the problem and exit code 2, not a traceback."""
+    try:
+        main()
+    except (UsageError, data.DataError, FloatingPointError) as e:
+        print0(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def add_train_args(parser):
+    g = parser.add_argument_group("model and data")
+    g.add_argument("--data_dir", default="data/stdlib", help="folder with train.bin, val.bin, meta.json (made by data.py)")
+    g.add_argument("--preset", default="tiny", help="model shape: nano, tiny, tiny-gpt2, small, gpt2[-medium|-large|-xl], llama-370m, ..., or 'NLdH' e.g. 6L2048H")
+    g.add_argument("--block_size", type=int, default=0, help="positions the model covers (0: the preset's)")
+    g.add_argument("--init_from", default="", help="start from this checkpoint (ckpt.pt of this repo) or Hugging Face folder instead of --preset")
+    g.add_argument("--out_dir", default="out", help="checkpoints and log.jsonl go here")
+    g = parser.add_argument_group("batch and budget")
+    g.add_argument("--seq_len", type=int, default=256, help="tokens per training row")
+    g.add_argument("--batch_tokens", type=int, default=16384, help="tokens per optimizer step, over all processes; gradient accumulation is derived from it")
+    g.add_argument("--micro_batch", type=int, default=16, help="rows per forward pass per process")
+    g.add_argument("--max_tokens", type=int, default=2_000_000, help="training budget in tokens")
+    g.add_argument("--max_steps", type=int, default=0, help="training budget in optimizer steps (overrides --max_tokens)")
+    g = parser.add_argument_group("optimizer")
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    g.add_argument("--min_lr", type=float, default=-1, help="final learning rate of the cosine (-1: lr/10)")
+    g.add_argument("--warmup_steps", type=int, default=-1, help="linear warmup steps (-1: 5%% of the steps)")
+    g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warmup: cosine decay to min_lr, or constant lr")
+    g.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices and embeddings (not norms, biases)")
+    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1")
+    g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2")
+    g.add_argument("--grad_clip", type=float, default=1.0, help="clip the global gradient norm to this (0: off)")
+    g = parser.add_argument_group("evaluation, logging, checkpoints")
+    g.add_argument("--eval_every", type=int, default=50, help="evaluate every N steps (and at the end)")
+    g.add_argument("--eval_tokens", type=int, default=65536, help="validation tokens per evaluation (fixed, so runs compare)")
+    g.add_argument("--log_every", type=int, default=10, help="print and log a progress line every N steps")
+    g.add_argument("--ckpt_every", type=int, default=50, help="write the checkpoint every N steps (and at the end)")
+    g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out_dir")
+    g = parser.add_argument_group("system")
+    g.add_argument("--seed", type=int, default=1337, help="random seed (model init, sampling)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPU)")
+    return parser
+
+
+@dataclass
+class Context:
+    rank: int
+    world: int
+    local_rank: int
+    device: str
+    dtype: torch.dtype
+
+    @property
+    def master(self):
+        return self.rank == 0
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.split(":")[0], dtype=self.dtype)
+
+
+def setup(args):
+    """Distributed init (torchrun sets RANK/WORLD_SIZE), device, dtype and seed. Call once per process."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda":
+        device = f"cuda:{local_rank}"
+    if device.startswith("cuda"):
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
+    if dtype is None:
+        dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
+    torch.manual_seed(args.seed)
+    return Context(rank, world, local_rank, device, dtype)
+
+
+def get_lr(step, total_steps, lr, min_lr, warmup_steps, schedule="cosine"):
+    """Linear warmup to lr, then cosine decay to min_lr at total_steps (or constant lr)."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (lr - min_lr)
+
+
+# --- checkpoints --------------------------------------------------------------------------------------
+def save_checkpoint(path, state):
+    """Atomic: write a temp file, fsync, rename over the old one, so a kill leaves the previous checkpoint
+    intact. A readable JSON of everything but the tensors goes beside it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
+    for target, write in ((path, lambda f: torch.save(state, f)),
+                          (os.path.splitext(path)[0] + ".json", lambda f: f.write(json.dumps(meta, indent=2).encode()))):
+        tmp = f"{target}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    os.fsync(fd)  # make the rename itself durable
+    os.close(fd)
+
+
+def load_checkpoint(path):
+    if not os.path.isfile(path):
+        raise UsageError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise UsageError(f"checkpoint {path} cannot be read ({type(e).__name__}); is it a ckpt.pt of this repository?")
+
+
+def model_from_checkpoint(path):
+    """A GPT from a ckpt.pt of this repository, or from a Hugging Face GPT-2/Llama folder."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise UsageError(f"--init_from {path}: a folder must be a Hugging Face checkpoint with config.json")
+        try:
+            return GPT.from_hf(path)
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            raise UsageError(f"--init_from {path}: {e}")
+    ckpt = load_checkpoint(path)
+    if "model_args" not in ckpt:
+        raise UsageError(f"checkpoint {path} has no model_args; is it a ckpt.pt of this repository?")
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def build_model(args, vocab_size):
+    """A fresh model from --preset, or the weights of --init_from; its vocabulary must match the data's."""
+    if args.init_from:
+        model = model_from_checkpoint(args.init_from)
+        if model.config.vocab_size != vocab_size:
+            raise UsageError(f"--init_from {args.init_from} has vocabulary {model.config.vocab_size}, "
+                             f"but the data in {args.data_dir} has {vocab_size}")
+        return model
+    overrides = {"vocab_size": vocab_size}
+    if args.block_size:
+        overrides["block_size"] = args.block_size
+    try:
+        cfg = GPTConfig.from_preset(args.preset, **overrides)
+    except ValueError as e:
+        raise UsageError(f"--preset: {e}")
+    return GPT(cfg)
+
+
+def check_args(args, ctx, seq_len=None, micro_batch=None):
+    """Every flag problem at once, in one line, before any work."""
+    seq_len, micro_batch = seq_len or args.seq_len, micro_batch or args.micro_batch
+    problems = []
+    for flag in ("seq_len", "batch_tokens", "micro_batch", "eval_tokens", "log_every", "eval_every", "ckpt_every"):
+        if getattr(args, flag) <= 0:
+            problems.append(f"--{flag} must be positive")
+    if args.lr <= 0 or args.max_tokens < 0 or args.max_steps < 0:
+        problems.append("--lr must be positive and --max_tokens/--max_steps non-negative")
+    if not problems and args.batch_tokens % (micro_batch * seq_len * ctx.world):
+        problems.append(f"--batch_tokens {args.batch_tokens} is not divisible by micro_batch x seq_len x world size "
+                        f"= {micro_batch} x {seq_len} x {ctx.world} = {micro_batch * seq_len * ctx.world}")
+    if not problems and not args.max_steps and args.max_tokens < args.batch_tokens:
+        problems.append(f"--max_tokens {args.max_tokens} is less than one step (--batch_tokens {args.batch_tokens})")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def token_loss(model, batch):
+    """Next-token cross-entropy on windows batch [B, T+1]."""
+    return model(batch[:, :-1], batch[:, 1:])[1]
+
+
+class LossModule(nn.Module):
+    """Wraps model + loss_fn so DDP sees one forward: loss functions that call model.wte / model.body
+    directly (patch training) still get their gradients all-reduced."""
+
+    def __init__(self, model, loss_fn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch):
+        return self.loss_fn(self.model, batch)
+
+
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12, "4090": 165e12}
+
+
+def peak_flops(ctx):
+    """Dense bf16 peak of the GPU, for MFU; None when unknown (e.g. on CPU)."""
+    if not ctx.device.startswith("cuda") or ctx.dtype != torch.bfloat16:
+        return None
+    name = torch.cuda.get_device_name(ctx.device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def all_mean(value, ctx):
+    if ctx.world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return t.item() / ctx.world
+
+
+@torch.no_grad()
+def evaluate(model, args, ctx, val_bin=None, max_tokens=None):
+    """Mean next-token loss over the first --eval_tokens of the validation file (summed over ranks), and bits
+    per byte: loss / ln 2 x tokens / bytes of that file, comparable across tokenizers."""
+    path = val_bin or os.path.join(args.data_dir, "val.bin")
+    tokens = data.read_tokens(path, vocab_size=model.config.vocab_size)
+    info = data.file_info(path)
+    was_training = model.training
+    model.eval()
+    seq_len = min(args.seq_len, model.config.block_size)
+    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    for batch in data.eval_windows(tokens, args.micro_batch, seq_len, max_tokens or args.eval_tokens, ctx.rank, ctx.world):
+        batch = batch.to(ctx.device)
+        with ctx.autocast():
+            loss = token_loss(model, batch)
+        total += torch.tensor([loss.item() * batch[:, 1:].numel(), batch[:, 1:].numel()], dtype=torch.float64, device=ctx.device)
+    if ctx.world > 1:
+        dist.all_reduce(total)
+    model.train(was_training)
+    loss = (total[0] / total[1]).item()
+    return {"loss": loss, "bpb": loss / math.log(2) * info["n_tokens"] / max(1, info["n_bytes"])}
+
+
+def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_batch=None, max_tokens=None,
+          data_position=0, train_bin=None, flops_per_token=None, lr=None, resume=None, schedule=None):
+    """The training loop. Trains `model` in place with a fresh AdamW and schedule on windows of seq_len+1
+    tokens read sequentially from train_bin starting at token data_position; loss_fn(model, batch) gives the
+    loss. Checkpoints go to out_dir/ckpt.pt; with resume, a checkpoint there is continued (and a finished
+    one returned at once). Returns a summary dict."""
+    seq_len, micro_batch = seq_len or args.seq_len, micro_batch or args.micro_batch
+    lr = lr or args.lr
+    min_lr = args.min_lr if args.min_lr >= 0 else lr / 10
+    resume = args.resume if resume is None else resume
+    check_args(args, ctx, seq_len, micro_batch)
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    tokens = data.read_tokens(train_bin or os.path.join(args.data_dir, "train.bin"), vocab_size=model.config.vocab_size)
+    data.read_tokens(os.path.join(args.data_dir, "val.bin"), vocab_size=model.config.vocab_size)  # fail now, not at the first eval
+    accum = args.batch_tokens // (micro_batch * seq_len * ctx.world)
+    stream = data.BatchStream(tokens, micro_batch, seq_len, ctx.rank, ctx.world, accum, position=data_position)
+    max_steps = args.max_steps or (max_tokens or args.max_tokens) // args.batch_tokens
+    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, max_steps // 20)
+    flops_per_token = flops_per_token or model.flops_per_token(seq_len)
+
+    model.to(ctx.device).train()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=lr, betas=(args.beta1, args.beta2), fused=ctx.device.startswith("cuda"))
+    step, tokens_seen, elapsed, log = 0, 0, 0.0, []
+    if resume and os.path.exists(ckpt_path):
+        ckpt = load_checkpoint(ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        if ckpt.get("done"):
+            print0(f"{ckpt_path} is finished; skipping this run")
+            return ckpt["summary"]
+        optimizer.load_state_dict(ckpt["optimizer"])
+        stream.load_state_dict(ckpt["data"])
+        torch.set_rng_state(ckpt["rng"]["cpu"])
+        step, tokens_seen, elapsed = ckpt["step"], ckpt["tokens"], ckpt["elapsed"]
+        print0(f"resumed {ckpt_path} at step {step} ({tokens_seen:,} tokens)")
+    runner = LossModule(model, loss_fn)
+    if args.compile:
+        runner = torch.compile(runner)
+    if ctx.world > 1:
+        runner = DDP(runner, device_ids=[ctx.local_rank] if ctx.device.startswith("cuda") else None)
+    os.makedirs(out_dir, exist_ok=True)
+    log_path, peak = os.path.join(out_dir, "log.jsonl"), peak_flops(ctx)
+    last_good = ckpt_path if os.path.exists(ckpt_path) else None
+
+    def checkpoint(done, summary=None):
+        nonlocal last_good
+        if ctx.master:
+            save_checkpoint(ckpt_path, {"model_args": model.model_args(), "model": model.state_dict(),
+                                        "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens_seen,
+                                        "elapsed": elapsed, "max_steps": max_steps, "data": stream.state_dict(),
+                                        "rng": {"cpu": torch.get_rng_state()}, "args": vars(args), "done": done,
+                                        "summary": summary})
+        last_good = ckpt_path
+
+    def record(**fields):
+        fields = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in fields.items()}
+        if ctx.master:
+            with open(log_path, "a") as f:
+                f.write(json.dumps(fields) + "\n")
+        return fields
+
+    print0(f"training {model.num_params():,} parameters for {max_steps} steps of {args.batch_tokens:,} tokens "
+           f"({micro_batch} x {seq_len} x {accum} accumulation x {ctx.world} processes) -> {out_dir}")
+    t0, window_tokens, window_steps, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=ctx.device)
+    while step < max_steps:
+        step_lr = get_lr(step, max_steps, lr, min_lr, warmup, schedule or args.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr
+        for micro in range(accum):
+            batch = stream.next_micro().to(ctx.device, non_blocking=True)
+            # only the last micro-step all-reduces gradients; the others accumulate locally
+            sync = nullcontext() if ctx.world == 1 or micro == accum - 1 else runner.no_sync()
+            with sync, ctx.autocast():
+                loss = runner(batch) / accum
+            loss.backward()
+            loss_sum += loss.detach()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step, tokens_seen, window_tokens, window_steps = step + 1, tokens_seen + args.batch_tokens, window_tokens + args.batch_tokens, window_steps + 1
+        last = step == max_steps
+        if step % args.log_every == 0 or step % args.eval_every == 0 or step % args.ckpt_every == 0 or last:
+            now = time.perf_counter()  # .item() below waits for the device, so the clock is honest
+            train_loss = all_mean(loss_sum.item() / window_steps, ctx)  # mean over the steps since the last line
+            dt, t0 = now - t0, now
+            elapsed += dt
+            loss_sum.zero_()
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"non-finite loss {train_loss} at step {step}; last good checkpoint: {last_good or 'none'} "
+                                         "(lower --lr or check the data, then --resume)")
+            fields = dict(step=step, tokens=tokens_seen, loss=train_loss, lr=step_lr, grad_norm=grad_norm.item(),
+                          tok_per_s=window_tokens / dt, elapsed=elapsed, flops=tokens_seen * flops_per_token)
+            if peak:
+                fields["mfu"] = fields["tok_per_s"] * flops_per_token / ctx.world / peak
+            window_tokens = window_steps = 0
+            if step % args.eval_every == 0 or last:
+                t_eval = time.perf_counter()
+                ev = evaluate(model, args, ctx)
+                fields.update(val_loss=ev["loss"], val_bpb=ev["bpb"], eval_s=time.perf_counter() - t_eval)
+                t0 = time.perf_counter()  # the clock measures training only
+            fields = record(**fields)
+            print0(" | ".join(f"{k} {v:,.0f}" if k in ("tokens", "tok_per_s") else f"{k} {v:.4g}" for k, v in fields.items()))
+            if last:
+                summary = dict(val_loss=fields["val_loss"], val_bpb=fields["val_bpb"], tokens=tokens_seen, steps=step,
+                               flops=tokens_seen * flops_per_token, wall_s=elapsed, tok_per_s=tokens_seen / elapsed,
+                               data_position=stream.position, ckpt=ckpt_path)
+                checkpoint(True, summary)
+                print0(f"done: val loss {summary['val_loss']:.4f}, val bpb {summary['val_bpb']:.4f}, "
+                       f"{summary['tok_per_s']:,.0f} tok/s; checkpoint {ckpt_path}")
+                return summary
+            if step % args.ckpt_every == 0:
+                checkpoint(False)
+                t0 = time.perf_counter()
+    raise UsageError(f"nothing to train: the budget is {max_steps} steps")
+
+
+def main():
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser.add_argument("--sample", default=None, help="print a continuation of this prompt from --init_from (or out_dir/ckpt.pt) and exit")
+    parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to sample")
+    parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
+    parser.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens")
+    parser.add_argument("--eval_bin", default="", help="evaluate --init_from (or out_dir/ckpt.pt) on this token file and exit")
+    args = parser.parse_args()
+    ctx = setup(args)
+    meta = data.load_meta(args.data_dir)
+    if args.sample is not None or args.eval_bin:
+        args.init_from = args.init_from or os.path.join(args.out_dir, "ckpt.pt")
+        model = build_model(args, meta["vocab_size"]).to(ctx.device).eval()
+        if args.eval_bin:
+            print0(json.dumps(evaluate(model, args, ctx, val_bin=args.eval_bin, max_tokens=10**12)))
+            return
+        tok = data.load_tokenizer(args.data_dir)
+        idx = torch.tensor([[tok.eot_id] + tok.encode(args.sample)], device=ctx.device)
+        out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k)
+        print0(tok.decode(out[0, 1:].tolist()))
+        return
+    check_args(args, ctx)
+    print0(json.dumps(vars(args)))
+    model = build_model(args, meta["vocab_size"])
+    if args.seq_len > model.config.block_size:
+        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    train(model, args, ctx, out_dir=args.out_dir)
+
+
+if __name__ == "__main__":
+    cli(main)
