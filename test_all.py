@@ -2,6 +2,7 @@
 
 Tests assert numbers: logits against `transformers` references, losses that must fall, runs that must
 match bit for bit after a kill, files that must be byte-identical."""
+import base64
 import json
 import os
 import signal
@@ -20,6 +21,8 @@ if _cache.is_dir():
     os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(_cache))
 
 import data  # noqa: E402
+from data import (BatchStream, DataError, Tokenizer, eval_windows, file_info, load_meta, load_tokenizer,  # noqa: E402
+                  prepare, random_batch, read_documents, read_tokens, train_sentencepiece, write_tokens)
 import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -207,3 +210,302 @@ def test_bad_input_is_one_clear_line(toy_data, tmp_path):
         assert res.returncode != 0, name
         assert "Traceback" not in res.stderr and len(lines) == 1, f"{name}: {res.stderr}"
         assert expected in lines[0], f"{name}: {lines[0]}"
+
+
+# --- data.py ---------------------------------------------------------------------------------------------
+TRICKY = ("def f(x):\n\treturn  x  # a tab, two spaces\n\n        deep\t\ttabs\r\nwindows line\r\n"
+          "unicode: ünïcødé 日本語 🙂 e\u0301 \u3000ideographic space \x00 nul \u2028\n"
+          "sentencepiece's own ▁ symbol, ▁▁ twice, and ' ▁ ' \n   trailing spaces   ")
+WORDS = ("self return value index data list dict None True False import from class def yield lambda "
+         "tokens batch model layer stack patch loss grad step print format string number").split()
+
+
+def make_corpus(folder, n_docs=40, seed=0):
+    """n_docs small Python-like files with indentation, tabs and some non-ASCII, one document each."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = []
+    for d in range(n_docs):
+        lines = [f"def {rng.choice(WORDS)}_{d}({rng.choice(WORDS)}, {rng.choice(WORDS)}):"]
+        for _ in range(int(rng.integers(5, 25))):
+            indent = rng.choice(["    ", "        ", "\t", ""])
+            words = " ".join(rng.choice(WORDS, int(rng.integers(1, 7))))
+            lines.append(f"{indent}{words} = {int(rng.integers(0, 1000))}  # ünï {rng.choice(WORDS)}")
+        docs.append("\n".join(lines) + "\n")
+        (folder / f"doc_{d:03d}.py").write_text(docs[-1], encoding="utf-8")
+    (folder / "empty.py").write_text("")  # skipped, not an error
+    (folder / "binary.bin").write_bytes(b"\xff\xfe\x00bad utf-8")  # skipped as not UTF-8
+    return docs
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """The same corpus prepared with 1 and with 2 tokenizing processes."""
+    root = tmp_path_factory.mktemp("prep")
+    docs = make_corpus(root / "corpus")
+    metas = {n: prepare([str(root / "corpus")], out_dir=str(root / "out"), name=f"p{n}", vocab_size=400,
+                        val_fraction=0.2, num_proc=n) for n in (1, 2)}
+    return root / "out", docs, metas
+
+
+def gpt2_or_skip():
+    try:
+        return Tokenizer("gpt2")
+    except DataError as e:
+        pytest.skip(f"gpt2 files not available offline: {e}")
+
+
+# -----------------------------------------------------------------------------
+# tokenizers
+
+def test_trained_sentencepiece_round_trips_any_text(prepared):
+    out, _, _ = prepared
+    tok = load_tokenizer(out / "p1")
+    assert tok.vocab_size == 400 and tok.eot_id == 1 and tok.name.endswith("tokenizer.model")
+    for text in [TRICKY, "", "x", " leading space", "\n\n\n", "    ", "▁", "a▁b", "\t"]:
+        assert tok.decode(tok.encode(text)) == text, repr(text)
+    assert tok._sp.id_to_piece(tok.encode("\n")) == ["\n"]  # newline is a piece of its own, not the byte <0x0A>
+    assert tok._sp.id_to_piece(tok.encode("x")) == ["x"]  # no dummy '▁' put in front of the text
+    assert tok.eot_id not in tok.encode(TRICKY)
+    assert tok.decode(torch.tensor(tok.encode("def f"))) == "def f"  # tensors decode too
+
+
+def test_sentencepiece_training_is_deterministic_and_checks_vocab_size():
+    docs = ["alpha beta gamma\n\tdelta  epsilon\n" * 3, "zeta eta theta iota\n    kappa\n" * 3]
+    assert train_sentencepiece(docs, 300) == train_sentencepiece(docs, 300)
+    with pytest.raises(DataError, match="vocab_size 5000"):
+        train_sentencepiece(docs, 5000)  # far more pieces than this text has
+
+
+def test_gpt2_round_trip_and_fingerprint(tmp_path):
+    tok = gpt2_or_skip()
+    assert (tok.vocab_size, tok.eot_id) == (50257, 50256)
+    assert tok.decode(tok.encode(TRICKY)) == TRICKY
+    assert tok.encode("<|endoftext|>") != [50256]  # ordinary text, never the special token
+    # the same ranks from a .tiktoken file: same ids, same fingerprint
+    lines = [f"{base64.b64encode(tok._tt.decode_single_token_bytes(i)).decode()} {i}" for i in range(50256)]
+    (tmp_path / "gpt2.tiktoken").write_text("\n".join(lines) + "\n")
+    from_file = Tokenizer(str(tmp_path / "gpt2.tiktoken"))
+    assert (from_file.vocab_size, from_file.eot_id) == (50257, 50256)
+    assert from_file.encode(TRICKY) == tok.encode(TRICKY)
+    assert from_file.fingerprint == tok.fingerprint == Tokenizer("gpt2").fingerprint
+
+
+def test_cli_in_a_new_process_reuses_a_tokenizer_with_the_same_fingerprint(prepared, tmp_path):
+    """The fingerprint is computed afresh in another process (no per-process hash seeds) and the file is copied."""
+    out, _, _ = prepared
+    model = out / "p1" / "tokenizer.model"
+    r = subprocess.run([sys.executable, str(Path(data.__file__)), "--input", str(out.parent / "corpus"),
+                        "--tokenizer", str(model), "--out_dir", str(tmp_path), "--name", "again",
+                        "--val_fraction", "0.2", "--num_proc", "1"], capture_output=True, text=True, check=True)
+    assert "train.bin" in r.stdout and "tokens/byte" in r.stdout
+    here, meta = Tokenizer(str(model)).fingerprint, load_meta(tmp_path / "again")
+    assert 0 <= here < 2 ** 63 and meta["fingerprint"] == here == load_meta(out / "p1")["fingerprint"]
+    assert (meta["tokenizer"], meta["args"]["tokenizer"]) == ("tokenizer.model", str(model))
+    assert (tmp_path / "again" / "tokenizer.model").read_bytes() == model.read_bytes()
+    assert (tmp_path / "again" / "train.bin").read_bytes() == (out / "p1" / "train.bin").read_bytes()
+
+
+def test_unknown_tokenizer_names_the_valid_kinds(tmp_path):
+    with pytest.raises(DataError, match=r"unknown tokenizer 'bert'.*gpt2.*\.tiktoken.*\.model"):
+        Tokenizer("bert")
+    with pytest.raises(DataError, match="does not exist"):
+        Tokenizer(str(tmp_path / "missing.model"))
+
+
+# -----------------------------------------------------------------------------
+# token files
+
+@pytest.mark.parametrize("vocab_size, itemsize", [(50257, 2), (65536, 2), (70000, 4)])
+def test_token_file_round_trip(tmp_path, vocab_size, itemsize):
+    tokens = np.random.default_rng(0).integers(0, vocab_size, 1001)
+    tokens[:2] = [0, vocab_size - 1]
+    path = tmp_path / "t.bin"
+    write_tokens(path, tokens, vocab_size, n_bytes=4321, fingerprint=2 ** 62 + 5)
+    assert path.stat().st_size == data.HEADER_BYTES + 1001 * itemsize
+    back = read_tokens(path, vocab_size=vocab_size, fingerprint=2 ** 62 + 5)
+    assert back.dtype.itemsize == itemsize and np.array_equal(back, tokens)
+    info = file_info(path)
+    assert (info["vocab_size"], info["n_tokens"], info["n_bytes"], info["fingerprint"]) == (vocab_size, 1001, 4321,
+                                                                                            2 ** 62 + 5)
+    assert not list(tmp_path.glob(".*tmp"))  # the temporary file was renamed, not left behind
+
+
+def test_token_file_errors(tmp_path):
+    path = tmp_path / "t.bin"
+    with pytest.raises(DataError, match=r"t\.bin.*python data\.py"):
+        read_tokens(path)
+    path.write_bytes(b"")
+    with pytest.raises(DataError, match="0 bytes, too short"):
+        read_tokens(path)
+    write_tokens(path, np.arange(100), 50257, 100, 7)
+    mismatch = "token file vocabulary 50257 does not match the model/tokenizer vocabulary 8192"
+    with pytest.raises(DataError, match=mismatch):
+        read_tokens(path, vocab_size=8192)
+    with pytest.raises(DataError, match="fingerprint 7 does not match 8"):
+        read_tokens(path, fingerprint=8)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-3])
+    with pytest.raises(DataError, match="truncated"):
+        read_tokens(path)
+    path.write_bytes(b"\x01" * 8 + raw[8:])
+    with pytest.raises(DataError, match="magic"):
+        read_tokens(path)
+    with pytest.raises(DataError, match=r"ids 5\.\.100 do not fit the vocabulary 0\.\.99"):
+        write_tokens(path, np.array([5, 100]), 100, 2, 0)
+
+
+# -----------------------------------------------------------------------------
+# prepare
+
+def split_documents(tokens, eot_id, tok):
+    """Decode a token file back into its documents: each one starts with the separator."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    starts = np.flatnonzero(tokens == eot_id)
+    assert starts[0] == 0
+    return [tok.decode(tokens[a + 1:b]) for a, b in zip(starts, [*starts[1:], len(tokens)])]
+
+
+def test_prepare_same_bytes_for_any_num_proc(prepared):
+    out, _, metas = prepared
+    for f in ["train.bin", "val.bin", "tokenizer.model"]:
+        assert (out / "p1" / f).read_bytes() == (out / "p2" / f).read_bytes(), f
+    drop_args = [{k: v for k, v in m.items() if k not in ("args", "name")} for m in metas.values()]
+    assert drop_args[0] == drop_args[1]
+
+
+def test_prepare_splits_by_document(prepared):
+    out, docs, metas = prepared
+    meta, tok = load_meta(out / "p1"), load_tokenizer(out / "p1")
+    assert meta == json.loads(json.dumps(metas[1])) and meta["tokenizer"] == "tokenizer.model"
+    assert (meta["train"]["documents"], meta["val"]["documents"]) == (32, 8)  # 40 non-empty documents, 20% held out
+    seen = {}
+    for split in ("train", "val"):
+        tokens = read_tokens(out / "p1" / f"{split}.bin", vocab_size=tok.vocab_size, fingerprint=tok.fingerprint)
+        info = file_info(out / "p1" / f"{split}.bin")
+        assert meta[split]["tokens"] == len(tokens) == info["n_tokens"]
+        assert (out / "p1" / f"{split}.bin").stat().st_size == data.HEADER_BYTES + 2 * len(tokens)
+        seen[split] = split_documents(tokens, tok.eot_id, tok)
+        n_bytes = sum(len(d.encode("utf-8")) for d in seen[split])
+        assert meta[split]["bytes"] == info["n_bytes"] == n_bytes
+        assert meta[split]["documents"] == len(seen[split])
+    assert not set(seen["train"]) & set(seen["val"])
+    assert sorted(seen["train"] + seen["val"]) == sorted(docs)  # every document once, losslessly
+
+
+def test_prepare_with_gpt2_jsonl_and_txt(tmp_path):
+    gpt2_or_skip()
+    rows = [{"text": f"story {i}: once upon a time\n", "id": i} for i in range(6)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    (tmp_path / "b.txt").write_text("first tale<|endoftext|>\nsecond tale\n<|endoftext|>\nthird\n")
+    docs, skipped = read_documents([str(tmp_path / "*.jsonl"), str(tmp_path / "b.txt")])
+    assert docs == [r["text"] for r in rows] + ["first tale", "second tale", "third"] and skipped == 0
+    meta = prepare([str(tmp_path / "a.jsonl"), str(tmp_path / "b.txt")], out_dir=str(tmp_path / "out"),
+                   name="g", tokenizer="gpt2", val_fraction=0.25, num_proc=1)
+    assert (meta["vocab_size"], meta["eot_id"], meta["dtype"], meta["tokenizer"]) == (50257, 50256, "uint16", "gpt2")
+    assert meta["train"]["documents"] + meta["val"]["documents"] == 9 and meta["val"]["documents"] == 2
+    assert not (tmp_path / "out" / "g" / "tokenizer.model").exists()
+    with pytest.raises(DataError, match=r"a\.jsonl:1: no text field 'body' \(found: text, id\)"):
+        read_documents([str(tmp_path / "a.jsonl")], text_field="body")
+
+
+def test_prepare_bad_inputs_raise_one_line(tmp_path):
+    make_corpus(tmp_path / "c", n_docs=3)
+    (tmp_path / "void").mkdir()
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "a.txt").write_text("")
+    (tmp_path / "blank" / "b.txt").write_text("")
+    cases = [(dict(inputs=[str(tmp_path / "nope")]), "nope: no such file"),
+             (dict(inputs=[str(tmp_path / "void")]), "0 non-empty documents"),
+             (dict(inputs=[str(tmp_path / "blank")]), r"0 non-empty documents \(2 empty"),
+             (dict(vocab_size=100), "--vocab_size 100 must lie in"),
+             (dict(val_fraction=0.0), "--val_fraction 0.0"),
+             (dict(val_fraction=1.5, num_proc=0), "--val_fraction 1.5.*--num_proc 0"),  # all problems at once
+             (dict(inputs=[str(tmp_path / "c")], tokenizer="nonsense"), "unknown tokenizer 'nonsense'")]
+    for kwargs, message in cases:
+        with pytest.raises(DataError, match=message) as e:
+            prepare(out_dir=str(tmp_path / "out"), **kwargs)
+        assert "\n" not in str(e.value)
+    with pytest.raises(DataError, match=r"meta\.json: not found.*python data\.py"):
+        load_meta(tmp_path / "out" / "never")
+
+
+def test_cli_reports_one_line_and_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["data.py", "--input", str(tmp_path / "missing"), "--out_dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as e:
+        data.main()
+    # sys.exit with a string prints it to stderr and exits with status 1
+    assert isinstance(e.value.code, str) and "\n" not in e.value.code
+    assert e.value.code.startswith("data.py: error: --input") and "missing: no such file" in e.value.code
+
+
+# -----------------------------------------------------------------------------
+# batches
+
+def global_batch(streams, accum):
+    """The rows of one optimizer step, in row order: micro-step by micro-step, rank by rank."""
+    return torch.cat([s.next_micro() for _ in range(accum) for s in streams])
+
+
+@pytest.mark.parametrize("world, accum, micro_rows", [(2, 1, 2), (1, 2, 2), (2, 2, 1), (4, 1, 1), (1, 1, 4)])
+def test_batch_stream_reads_the_same_global_batch_for_any_split(world, accum, micro_rows):
+    tokens, seq_len = np.arange(1000, dtype=np.uint16), 7
+    streams = [BatchStream(tokens, micro_rows, seq_len, rank=r, world=world, accum=accum) for r in range(world)]
+    for step in range(5):
+        batch = global_batch(streams, accum)
+        position = step * 4 * seq_len
+        expected = torch.stack([torch.arange(position + j * seq_len, position + j * seq_len + seq_len + 1)
+                                for j in range(4)])
+        assert batch.dtype == torch.int64 and torch.equal(batch, expected)
+        assert all(s.position == position + 4 * seq_len for s in streams)
+
+
+def test_batch_stream_resumes_and_wraps(tmp_path):
+    path = tmp_path / "t.bin"
+    write_tokens(path, np.arange(100) % 97, 100, 100, 0)
+    tokens = read_tokens(path)
+    stream = BatchStream(tokens, micro_rows=2, seq_len=10)  # 21 tokens a batch: positions 0, 20, 40, 60, then wrap
+    first = stream.next_micro()
+    for _ in range(2):
+        stream.next_micro()
+    state = json.loads(json.dumps(stream.state_dict()))
+    assert state == {"position": 60, "epoch": 0}
+    expected = [stream.next_micro() for _ in range(3)]
+    resumed = BatchStream(tokens, micro_rows=2, seq_len=10)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, resumed.next_micro()) for a in expected)
+    assert (resumed.position, resumed.epoch) == (stream.position, stream.epoch) == (40, 1)
+    assert torch.equal(expected[1], first)  # after the wrap the file starts again
+
+
+def test_batch_stream_too_small_file(tmp_path):
+    path = tmp_path / "small.bin"
+    write_tokens(path, np.arange(20), 100, 20, 0)
+    with pytest.raises(DataError, match=r"small\.bin: 20 tokens, fewer than one global batch of 4 rows x 10 \+ 1"
+                                        r" needs \(41\)"):
+        BatchStream(read_tokens(path), micro_rows=2, seq_len=10, world=2)
+
+
+@pytest.mark.parametrize("max_tokens", [1000, 250, 10 ** 9])
+def test_eval_windows_union_is_the_same_for_any_world(max_tokens):
+    tokens, seq_len = np.arange(700, dtype=np.uint16), 16
+    def rows(world):
+        got = [tuple(row.tolist()) for r in range(world) for b in eval_windows(tokens, 3, seq_len, max_tokens, r, world)
+               for row in b]
+        return sorted(got)
+    one = rows(1)
+    n = (min(max_tokens, 700) - 1) // seq_len
+    assert one == [tuple(range(w * seq_len, w * seq_len + seq_len + 1)) for w in range(n)]
+    assert rows(2) == one and rows(3) == one
+    assert next(eval_windows(tokens, 3, seq_len, max_tokens)).dtype == torch.int64
+
+
+def test_random_batch_is_windows_and_repeatable():
+    tokens = np.arange(50, dtype=np.uint16)
+    batch = random_batch(tokens, 1000, 9, torch.Generator().manual_seed(0))
+    assert batch.shape == (1000, 10) and batch.dtype == torch.int64
+    assert torch.equal(batch[:, 1:] - batch[:, :-1], torch.ones(1000, 9, dtype=torch.int64))
+    assert batch.max() == 49 and batch.min() == 0  # both ends of the file are reachable
+    assert torch.equal(batch, random_batch(tokens, 1000, 9, torch.Generator().manual_seed(0)))
+    with pytest.raises(DataError, match="fewer than one window"):
+        random_batch(tokens, 1, 50, torch.Generator())
