@@ -59,9 +59,9 @@ def add_train_args(parser):
     g.add_argument("--out_dir", default="out", help="checkpoints and log.jsonl go here")
     g = parser.add_argument_group("batch and budget")
     g.add_argument("--seq_len", type=int, default=256, help="tokens per training row")
-    g.add_argument("--batch_tokens", type=int, default=16384, help="tokens per optimizer step, over all processes; gradient accumulation is derived from it")
+    g.add_argument("--batch_tokens", type=int, default=8192, help="tokens per optimizer step, over all processes; gradient accumulation is derived from it")
     g.add_argument("--micro_batch", type=int, default=16, help="rows per forward pass per process")
-    g.add_argument("--max_tokens", type=int, default=2_000_000, help="training budget in tokens")
+    g.add_argument("--max_tokens", type=int, default=1_000_000, help="training budget in tokens")
     g.add_argument("--max_steps", type=int, default=0, help="training budget in optimizer steps (overrides --max_tokens)")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
@@ -73,10 +73,10 @@ def add_train_args(parser):
     g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2")
     g.add_argument("--grad_clip", type=float, default=1.0, help="clip the global gradient norm to this (0: off)")
     g = parser.add_argument_group("evaluation, logging, checkpoints")
-    g.add_argument("--eval_every", type=int, default=50, help="evaluate every N steps (and at the end)")
-    g.add_argument("--eval_tokens", type=int, default=65536, help="validation tokens per evaluation (fixed, so runs compare)")
+    g.add_argument("--eval_every", type=int, default=40, help="evaluate every N steps (and at the end)")
+    g.add_argument("--eval_tokens", type=int, default=32768, help="validation tokens per evaluation (fixed, so runs compare)")
     g.add_argument("--log_every", type=int, default=10, help="print and log a progress line every N steps")
-    g.add_argument("--ckpt_every", type=int, default=50, help="write the checkpoint every N steps (and at the end)")
+    g.add_argument("--ckpt_every", type=int, default=40, help="write the checkpoint every N steps (and at the end)")
     g.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out_dir")
     g = parser.add_argument_group("system")
     g.add_argument("--seed", type=int, default=1337, help="random seed (model init, sampling)")
@@ -297,7 +297,9 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=lr, betas=(args.beta1, args.beta2), fused=ctx.device.startswith("cuda"))
+                                  lr=lr, betas=(args.beta1, args.beta2),
+                                  # one kernel per tensor instead of ~10 foreach passes: on CPU too, ~5x faster
+                                  fused=ctx.device.split(":")[0] in ("cuda", "cpu"))
     step, tokens_seen, elapsed, log = 0, 0, 0.0, []
     if resume and os.path.exists(ckpt_path):
         ckpt = load_checkpoint(ckpt_path)
@@ -352,6 +354,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
             loss.backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
+        loss_sum += 0.0 * grad_norm  # a non-finite gradient poisons the logged loss too, so the check below sees it
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step, tokens_seen, window_tokens, window_steps = step + 1, tokens_seen + args.batch_tokens, window_tokens + args.batch_tokens, window_steps + 1
@@ -389,6 +392,42 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                 checkpoint(False)
                 t0 = time.perf_counter()
     raise UsageError(f"nothing to train: the budget is {max_steps} steps")
+
+
+def val_curve(out_dirs, steps):
+    """(cumulative FLOPs, val loss) points from the log.jsonl of consecutive runs (phases) out_dirs, each ending at
+    its final step. A resumed run logs some steps twice: the later line wins; lines past a run's final step
+    come from an older run in the same folder and are dropped."""
+    points, offset = [], 0.0
+    for out_dir, last_step in zip(out_dirs, steps):
+        rows = {}
+        with open(os.path.join(out_dir, "log.jsonl")) as f:
+            for line in f:
+                row = json.loads(line)
+                if "val_loss" in row and row["step"] <= last_step:
+                    rows[row["step"]] = row
+        points += [(offset + r["flops"], r["val_loss"]) for _, r in sorted(rows.items())]
+        offset = points[-1][0] if points else offset
+    return points
+
+
+def plot_curves(curves, path, title=""):
+    """Val loss against training FLOPs, one line per run, as a PNG; matplotlib is optional."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")  # no display needed
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return print0("matplotlib is not installed: no plot (pip install matplotlib)")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        ax.plot(*zip(*points), marker=".", label=name)
+    ax.set(xlabel="training FLOPs", ylabel="val loss", title=title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print0(f"plot: {path}")
 
 
 def main():
