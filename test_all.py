@@ -25,6 +25,9 @@ from data import (BatchStream, DataError, Tokenizer, eval_windows, file_info, lo
                   prepare, random_batch, read_documents, read_tokens, train_sentencepiece, write_tokens)
 import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+import patch_train  # noqa: E402
+from patch_train import patch_loss  # noqa: E402
 
 
 def run(script, *flags, torchrun=0, check=True, **popen):
@@ -509,3 +512,201 @@ def test_random_batch_is_windows_and_repeatable():
     assert torch.equal(batch, random_batch(tokens, 1000, 9, torch.Generator().manual_seed(0)))
     with pytest.raises(DataError, match="fewer than one window"):
         random_batch(tokens, 1, 50, torch.Generator())
+
+
+# --- patch_train.py --------------------------------------------------------------------------------------
+def small_model(flavour, tie=True):
+    torch.manual_seed(0)
+    if flavour == "llama":
+        cfg = GPTConfig.from_preset("nano", vocab_size=97, n_embd=32, block_size=16, tie_embeddings=tie)
+    else:
+        cfg = GPTConfig.from_preset("tiny-gpt2", vocab_size=97, n_layer=2, n_head=2, n_embd=32, block_size=16)
+    return GPT(cfg).eval()
+
+
+# --- the loss ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flavour", ["llama", "gpt2"])
+def test_patch_size_one_is_cross_entropy(flavour):
+    model = small_model(flavour)
+    idx = torch.randint(0, 97, (3, 16))
+    _, expected = model(idx[:, :-1], idx[:, 1:])
+    assert torch.equal(patch_loss(model, idx, 1), expected)
+
+
+def paper_formula(model, idx, K):
+    """Eq. 2 written out literally: for each patch i, run the model on the mean embeddings of patches 0..i
+    alone (no causal mask needed) and score each of the K tokens of patch i+1 with the last output."""
+    B, T = idx.shape[0], idx.shape[1] // K
+    total = 0.0
+    for b in range(B):
+        for i in range(T - 1):
+            prefix = torch.stack([model.wte(idx[b, j * K:(j + 1) * K]).mean(0) for j in range(i + 1)])
+            out = model.body(prefix[None], torch.arange(i + 1))[0, -1]
+            log_p = F.log_softmax(model.lm_head(out).float(), dim=-1)
+            total = total - sum(log_p[idx[b, (i + 1) * K + k]] for k in range(K))
+    return total / (B * (T - 1) * K)
+
+
+@pytest.mark.parametrize("flavour,K", [("llama", 2), ("llama", 4), ("gpt2", 4)])
+def test_patch_loss_matches_paper_formula(flavour, K):
+    model = small_model(flavour, tie=False)
+    idx = torch.randint(0, 97, (2, 6 * K))
+    torch.testing.assert_close(patch_loss(model, idx, K), paper_formula(model, idx, K), rtol=1e-5, atol=1e-5)
+
+
+def test_next_patch_is_a_bag_of_tokens():
+    model = small_model("llama")
+    idx = torch.randint(0, 97, (2, 24))
+    shuffled = idx.view(2, 6, 4)[:, :, torch.randperm(4)].reshape(2, 24)  # reorder tokens inside each patch
+    torch.testing.assert_close(patch_loss(model, shuffled, 4), patch_loss(model, idx, 4))
+
+
+def test_gradients_reach_embeddings():
+    model = small_model("llama", tie=False)  # untied: the input embedding is wte's only path to the loss
+    K, T = 4, 4
+    idx = torch.randint(0, 48, (2, K * T))   # ids 48.. never occur
+    patch_loss(model, idx, K).backward()
+    grad = model.wte.weight.grad.norm(dim=1)
+    assert (grad[idx[:, :-K].unique()] > 0).all()  # every token of patches 0..T-2 (the last predicts nothing)
+    assert (grad[48:] == 0).all() and model.lm_head.weight.grad.norm() > 0
+
+
+def test_cost_split():
+    assert patch_train.relative_compute(4, 2 / 3) == pytest.approx(0.5)
+    assert patch_train.patch_phase_tokens(30 * 1024, 2 / 3, 1024) == (20 * 1024, 10 * 1024)
+
+
+# --- the script ----------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def toy_data_patch(tmp_path_factory):
+    """Noisy counting sequences (learnable), and a corpus whose token i is i, to see which data a phase read."""
+    d = tmp_path_factory.mktemp("toy")
+    rng = np.random.default_rng(0)
+    stream = (np.arange(200_000) * 7 + rng.integers(0, 3, 200_000)) % 120 + 8
+    data.write_tokens(d / "train.bin", stream[:180_000].astype(np.uint16), 128, 360_000, 0)
+    data.write_tokens(d / "val.bin", stream[180_000:].astype(np.uint16), 128, 40_000, 0)
+    (d / "meta.json").write_text(json.dumps({"name": "toy", "vocab_size": 128, "tokenizer": "none", "eot_id": 0}))
+    counting = tmp_path_factory.mktemp("counting")
+    data.write_tokens(counting / "train.bin", np.arange(4096), 4096, 8192, 0)
+    data.write_tokens(counting / "val.bin", np.arange(1024), 4096, 2048, 0)
+    (counting / "meta.json").write_text(json.dumps({"name": "counting", "vocab_size": 4096, "tokenizer": "none"}))
+    return d, counting
+
+
+TINY_patch = ["--preset", "nano", "--seq_len", "32", "--batch_tokens", "1024", "--micro_batch", "4", "--eval_tokens", "2048",
+        "--log_every", "1", "--eval_every", "6", "--ckpt_every", "2"]
+
+
+def run_main(module, monkeypatch, *flags):
+    monkeypatch.setattr(sys, "argv", [module.__name__ + ".py", *map(str, flags)])
+    module.main()
+
+
+def test_phases_switch_with_new_optimizer_and_restarted_schedule(toy_data_patch, tmp_path, monkeypatch):
+    run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[0], "--out_dir", tmp_path, "--max_steps", 12,
+             "--warmup_steps", 2, *TINY_patch)
+    patch, token = read_log(tmp_path / "patch"), read_log(tmp_path / "token")
+    assert len(patch) == 8 and len(token) == 4  # lambda = 2/3 of 12 steps
+    assert patch[0]["lr"] == token[0]["lr"] == pytest.approx(1e-3)  # warmup restarts at the same peak 2e-3
+    assert token[-1]["lr"] < token[1]["lr"] == pytest.approx(2e-3)
+    ckpt = torch.load(tmp_path / "token" / "ckpt.pt", weights_only=False)
+    assert {s["step"].item() for s in ckpt["optimizer"]["state"].values()} == {4}  # AdamW saw the token phase only
+    assert token[-1]["val_loss"] < patch[-1]["val_loss"]  # token-level training helps the token-level loss
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["relative_compute"] == pytest.approx(0.5)
+    assert summary["tokens"] == 12 * 1024
+
+
+def test_continue_schedule_keeps_one_cosine_across_the_switch(toy_data_patch, tmp_path, monkeypatch):
+    run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[0], "--out_dir", tmp_path, "--max_steps", 12,
+             "--warmup_steps", 2, "--continue_schedule", *TINY_patch)
+    patch, token = read_log(tmp_path / "patch"), read_log(tmp_path / "token")
+    lrs = [r["lr"] for r in patch + token]  # logged every step: one schedule, steps 0..11
+    assert lrs == pytest.approx([train.get_lr(s, 12, 2e-3, 2e-4, 2) for s in range(12)], abs=1e-6)  # log keeps 6 digits
+
+
+def test_phases_read_disjoint_data(toy_data_patch, tmp_path, monkeypatch):
+    seen = {"patch": [], "token": []}
+
+    def recording(name, loss):
+        def wrapped(model, x, *rest):
+            seen[name].append(x.flatten().tolist())
+            return loss(model, x, *rest)
+        return wrapped
+    monkeypatch.setattr(patch_train, "patch_loss", recording("patch", patch_train.patch_loss))
+    monkeypatch.setattr(patch_train, "token_loss", recording("token", patch_train.token_loss))
+    run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[1], "--out_dir", tmp_path, "--max_steps", 3,
+             *TINY_patch, "--patch_fraction", 1 / 3)
+    patch_ids = {t for batch in seen["patch"] for t in batch}
+    token_ids = {t for batch in seen["token"] for t in batch}
+    assert patch_ids == set(range(1024))             # one step of rows of 4 x 32 tokens, nothing more
+    assert token_ids == set(range(1024, 3 * 1024 + 1))  # the next two steps (+1: the last target)
+
+
+def test_lambda_zero_is_train_py(toy_data_patch, tmp_path, monkeypatch):
+    flags = ["--data_dir", toy_data_patch[0], "--max_steps", 6, *TINY_patch]
+    run_main(train, monkeypatch, "--out_dir", tmp_path / "train", *flags)
+    run_main(patch_train, monkeypatch, "--out_dir", tmp_path / "patch", *flags, "--patch_fraction", 0)
+    assert not (tmp_path / "patch" / "patch").exists()
+    a, b = read_log(tmp_path / "train"), read_log(tmp_path / "patch" / "token")
+    assert [(r["loss"], r.get("val_loss")) for r in a] == [(r["loss"], r.get("val_loss")) for r in b]
+
+
+@pytest.mark.parametrize("phase_to_break", ["patch", "token"])
+def test_resume_inside_either_phase(toy_data_patch, tmp_path, monkeypatch, phase_to_break):
+    flags = ["--data_dir", toy_data_patch[0], "--max_steps", 9, *TINY_patch]
+    run_main(patch_train, monkeypatch, "--out_dir", tmp_path / "whole", *flags)
+    calls = {"n": 0}
+    original = patch_train.patch_loss if phase_to_break == "patch" else patch_train.token_loss
+
+    # one step is 2 micro-batches of 4 rows in the patch phase, 8 in the token phase; checkpoints every 2 steps
+    crash_after = {"patch": 5 * 2, "token": 2 * 8}[phase_to_break]
+
+    def crash(model, x, *rest):
+        calls["n"] += 1
+        if calls["n"] > crash_after:
+            raise KeyboardInterrupt
+        return original(model, x, *rest)
+    monkeypatch.setattr(patch_train, f"{phase_to_break}_loss", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(patch_train, monkeypatch, "--out_dir", tmp_path / "broken", *flags)
+    monkeypatch.setattr(patch_train, f"{phase_to_break}_loss", original)
+    run_main(patch_train, monkeypatch, "--out_dir", tmp_path / "broken", *flags, "--resume")
+    for phase in ("patch", "token"):
+        whole, resumed = read_log(tmp_path / "whole" / phase), read_log(tmp_path / "broken" / phase)
+        assert resumed[-1]["step"] == whole[-1]["step"] and resumed[-1]["loss"] == whole[-1]["loss"]
+        assert resumed[-1]["val_loss"] == whole[-1]["val_loss"]
+
+
+def test_two_processes_match_one(toy_data_patch, tmp_path, monkeypatch):
+    flags = ["--data_dir", toy_data_patch[0], "--max_steps", 6, *TINY_patch]
+    run_main(patch_train, monkeypatch, "--out_dir", tmp_path / "one", *flags)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(ROOT / "patch_train.py"), "--out_dir", str(tmp_path / "two"), *map(str, flags)]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for phase in ("patch", "token"):
+        one, two = read_log(tmp_path / "one" / phase), read_log(tmp_path / "two" / phase)
+        assert [r["loss"] for r in one] == pytest.approx([r["loss"] for r in two], abs=2e-4)
+
+
+def test_bad_input_is_one_clear_line_patch(toy_data_patch, tmp_path, monkeypatch):
+    base = ["--data_dir", toy_data_patch[0], "--out_dir", tmp_path / "o", *TINY_patch]
+    cases = {
+        "K < 1": (["--patch_size", 0], "--patch_size 0 must be >= 1"),
+        "lambda > 1": (["--patch_fraction", 1.5], "--patch_fraction 1.5 must be in [0, 1]"),
+        "lambda < 0": (["--patch_fraction", -0.1], "--patch_fraction -0.1 must be in [0, 1]"),
+        "rows do not tile": (["--patch_size", 3], "not a multiple of patch_size x seq_len"),
+        "patch phase < 1 step": (["--max_steps", 3, "--patch_fraction", 0.1], "the patch phase gets 0.1"),
+        "token phase < 1 step": (["--max_steps", 3, "--patch_fraction", 0.9], "the token phase gets 0.1"),
+        "seq_len > block_size": (["--seq_len", 512, "--batch_tokens", 8192], "block_size"),
+    }
+    for name, (flags, expected) in cases.items():
+        with pytest.raises(train.UsageError) as err:
+            run_main(patch_train, monkeypatch, *base, *flags)
+        assert expected in str(err.value) and "\n" not in str(err.value), f"{name}: {err.value}"
+    assert not (tmp_path / "o").exists()  # nothing started
+    res = subprocess.run([sys.executable, str(ROOT / "patch_train.py"), *map(str, base), "--patch_size", "0",
+                          "--patch_fraction", "2"], capture_output=True, text=True, cwd=ROOT)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1 and "--patch_size" in lines[0] and "--patch_fraction" in lines[0]

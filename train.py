@@ -274,11 +274,13 @@ def evaluate(model, args, ctx, val_bin=None, max_tokens=None):
 
 
 def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_batch=None, max_tokens=None,
-          data_position=0, train_bin=None, flops_per_token=None, lr=None, resume=None, schedule=None):
+          data_position=0, train_bin=None, flops_per_token=None, lr=None, resume=None, schedule=None,
+          schedule_offset=0, schedule_steps=None):
     """The training loop. Trains `model` in place with a fresh AdamW and schedule on windows of seq_len+1
     tokens read sequentially from train_bin starting at token data_position; loss_fn(model, batch) gives the
     loss. Checkpoints go to out_dir/ckpt.pt; with resume, a checkpoint there is continued (and a finished
-    one returned at once). Returns a summary dict."""
+    one returned at once). A later phase may continue an earlier phase's LR schedule instead of restarting it:
+    its step 0 is then step schedule_offset of a schedule_steps-long schedule. Returns a summary dict."""
     seq_len, micro_batch = seq_len or args.seq_len, micro_batch or args.micro_batch
     lr = lr or args.lr
     min_lr = args.min_lr if args.min_lr >= 0 else lr / 10
@@ -290,7 +292,8 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     accum = args.batch_tokens // (micro_batch * seq_len * ctx.world)
     stream = data.BatchStream(tokens, micro_batch, seq_len, ctx.rank, ctx.world, accum, position=data_position)
     max_steps = args.max_steps or (max_tokens or args.max_tokens) // args.batch_tokens
-    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, max_steps // 20)
+    schedule_steps = schedule_steps or max_steps
+    warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, schedule_steps // 20)
     flops_per_token = flops_per_token or model.flops_per_token(seq_len)
 
     model.to(ctx.device).train()
@@ -319,6 +322,8 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
         runner = DDP(runner, device_ids=[ctx.local_rank] if ctx.device.startswith("cuda") else None)
     os.makedirs(out_dir, exist_ok=True)
     log_path, peak = os.path.join(out_dir, "log.jsonl"), peak_flops(ctx)
+    if step == 0 and ctx.master:  # a fresh run starts a fresh log; a resumed one appends
+        open(log_path, "w").close()
     last_good = ckpt_path if os.path.exists(ckpt_path) else None
 
     def checkpoint(done, summary=None):
@@ -342,7 +347,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
            f"({micro_batch} x {seq_len} x {accum} accumulation x {ctx.world} processes) -> {out_dir}")
     t0, window_tokens, window_steps, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=ctx.device)
     while step < max_steps:
-        step_lr = get_lr(step, max_steps, lr, min_lr, warmup, schedule or args.schedule)
+        step_lr = get_lr(schedule_offset + step, schedule_steps, lr, min_lr, warmup, schedule or args.schedule)
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         for micro in range(accum):

@@ -1,0 +1,241 @@
+"""
+Patch-level training (Shao et al. 2024, "Patch-Level Training for Large Language Models", arXiv 2407.12665):
+train first on patches of K tokens (the mean of their embeddings) to predict the next patch, then on tokens.
+
+  python data.py && python patch_train.py            # tiny model, K=4, lambda=2/3, CPU, built-in corpus
+  python patch_train.py --compare                     # also two token-level baselines: same tokens, same FLOPs
+  torchrun --nproc_per_node=2 patch_train.py --preset small --max_tokens 50_000_000
+  python patch_train.py --resume                      # continues inside whichever phase was interrupted
+
+Phase 1 reads a fraction lambda of the token budget as rows of K*T tokens = T patches (sec. 3.1), so a step
+holds as many tokens as a token-level step but costs about 1/K of it. Phase 2 copies every weight, builds a
+new AdamW and restarts warmup + cosine at the same peak LR (sec. 3.2, "reset"), and reads the remaining
+1 - lambda of the budget from where phase 1 stopped, so the phases see disjoint data. Relative compute is
+lambda/K + 1 - lambda (0.5 for K=4, lambda=2/3). --max_tokens / --max_steps budget both phases together.
+Phases live in OUT_DIR/patch and OUT_DIR/token, baselines in OUT_DIR/baseline_*.
+"""
+import argparse
+import json
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+
+import data
+from train import (UsageError, add_train_args, build_model, check_args, cli, plot_curves, print0, setup, token_loss, train,
+                   val_curve)
+
+
+# --- the method: copy these ---------------------------------------------------------------------------
+def patch_loss(model, idx, patch_size):
+    """Next-patch loss (Shao et al. 2024, sec. 3.1, Eq. 2, averaged per token like the official code).
+
+    idx [B, K*T] is cut into T patches of K = patch_size tokens. Patch i enters the model as the mean of its
+    K token embeddings, at position i (0..T-1); its output predicts every token of patch i+1 from ONE softmax:
+        loss = -1/((T-1) K) sum_{i<T-1} sum_{k<K} log p(x[(i+1)K + k] | patch_0 .. patch_i)
+    With K = 1 this is exactly next-token cross-entropy on idx. Needs model.wte, model.body, model.lm_head."""
+    B, n_tokens = idx.shape
+    T = n_tokens // patch_size
+    if T * patch_size != n_tokens or T < 2:
+        raise ValueError(f"rows of {n_tokens} tokens do not make at least 2 whole patches of {patch_size}")
+    patches = model.wte(idx).view(B, T, patch_size, -1).mean(dim=2)          # [B, T, C]
+    hidden = model.body(patches, torch.arange(T, device=idx.device))        # positions are patch indices
+    # the last patch has nothing to predict, so it skips the head; float32 softmax as model.forward does
+    log_probs = F.log_softmax(model.lm_head(hidden[:, :-1]).float().flatten(0, 1), dim=-1)
+    next_patch = idx[:, patch_size:].reshape(B * (T - 1), patch_size)       # row i: the K tokens of patch i+1
+    # nll_loss per target position, as the official code: for K = 1 this is bit-identical to F.cross_entropy
+    return sum(F.nll_loss(log_probs, next_patch[:, k]) for k in range(patch_size)) / patch_size
+
+
+def patch_phase_tokens(total_tokens, patch_fraction, batch_tokens):
+    """Tokens of each phase, in whole optimizer steps: (patch tokens ~ lambda * total, token-level rest)."""
+    steps = total_tokens // batch_tokens
+    patch_steps = round(patch_fraction * steps)
+    return patch_steps * batch_tokens, (steps - patch_steps) * batch_tokens
+
+
+def relative_compute(patch_size, patch_fraction):
+    """Cost of patch + token training relative to token training on the same tokens (sec. 3.2): lambda/K + 1 - lambda."""
+    return patch_fraction / patch_size + 1 - patch_fraction
+
+
+# --- the two phases -------------------------------------------------------------------------------------
+def patch_loss_fn(patch_size):
+    """loss_fn for train(): its windows carry one extra token (a next-token target) that patches do not use."""
+    return lambda model, batch: patch_loss(model, batch[:, :-1], patch_size)
+
+
+def patch_micro_batch(args, world):
+    """Rows of K*T tokens per forward pass: a row costs what a token row of T costs, so keep --micro_batch rows
+    where they divide one step's rows per process; gcd picks the largest count that does."""
+    rows_per_rank = args.batch_tokens // (args.patch_size * args.seq_len * world)
+    return math.gcd(args.micro_batch, rows_per_rank)
+
+
+def patch_then_token(model, args, ctx, out_dir):
+    """Phase 1 (patch level) into out_dir/patch, phase 2 (token level) into out_dir/token; returns both summaries
+    (None for a phase with no budget). With --resume each phase continues its own checkpoint, and a finished
+    phase returns its summary at once after loading its weights, so the next phase starts from them."""
+    total = args.max_steps * args.batch_tokens or args.max_tokens
+    patch_tokens, token_tokens = patch_phase_tokens(total, args.patch_fraction, args.batch_tokens)
+    phase_args = argparse.Namespace(**{**vars(args), "max_steps": 0})  # budgets are passed per phase in tokens
+    K, T = args.patch_size, args.seq_len
+    patch = token = None
+    position = 0
+    # --continue_schedule: one warmup + cosine over both phases instead of a restart at the switch
+    total_steps = (patch_tokens + token_tokens) // args.batch_tokens if args.continue_schedule else None
+    if patch_tokens:
+        print0(f"== phase 1: patch level, K={K}, {patch_tokens:,} tokens in rows of {K}x{T} tokens = {T} patches")
+        patch = train(model, phase_args, ctx, out_dir=os.path.join(out_dir, "patch"), loss_fn=patch_loss_fn(K),
+                      seq_len=K * T, micro_batch=patch_micro_batch(args, ctx.world), max_tokens=patch_tokens,
+                      flops_per_token=model.flops_per_token(T) / K,  # the body runs once per K tokens
+                      schedule_steps=total_steps)
+        position = patch["data_position"]
+    if token_tokens:
+        print0(f"== phase 2: token level, {token_tokens:,} tokens from token {position:,} on (data phase 1 did not read)"
+               ", new optimizer, " + ("the schedule continued" if total_steps else "warmup + cosine restarted"))
+        token = train(model, phase_args, ctx, out_dir=os.path.join(out_dir, "token"), loss_fn=token_loss,
+                      max_tokens=token_tokens, data_position=position, schedule_steps=total_steps,
+                      schedule_offset=patch_tokens // args.batch_tokens if total_steps else 0)
+    return patch, token
+
+
+def report(patch, token, args, flops_per_token):
+    """One dict for the whole run: final (token-level) val loss, tokens, FLOPs, wall time, per-phase speed."""
+    phases = [p for p in (patch, token) if p]
+    last = token or patch
+    tokens, flops = sum(p["tokens"] for p in phases), sum(p["flops"] for p in phases)
+    out = dict(val_loss=last["val_loss"], val_bpb=last["val_bpb"], tokens=tokens, flops=flops,
+               wall_s=sum(p["wall_s"] for p in phases), relative_compute=flops / (tokens * flops_per_token),
+               relative_compute_formula=relative_compute(args.patch_size, patch["tokens"] / tokens if patch else 0))
+    for name, p in (("patch", patch), ("token", token)):
+        if p:
+            out.update({f"{name}_{k}": p[k] for k in ("tokens", "flops", "wall_s", "tok_per_s")})
+    if patch and token:
+        out["throughput_ratio"] = patch["tok_per_s"] / token["tok_per_s"]
+    return out
+
+
+def print_report(r, patch_size):
+    for name in ("patch", "token"):
+        if f"{name}_tokens" in r:
+            print0(f"{name} phase: {r[f'{name}_tokens']:,} tokens, {r[f'{name}_wall_s']:.1f} s, "
+                   f"{r[f'{name}_tok_per_s']:,.0f} tok/s")
+    if "throughput_ratio" in r:
+        print0(f"patch/token throughput: {r['throughput_ratio']:.2f}x (ideal: K = {patch_size})")
+    print0(f"relative compute (FLOP counter): {r['relative_compute']:.3f} of token-level training on the same tokens "
+           f"(lambda/K + 1 - lambda = {r['relative_compute_formula']:.3f})")
+    print0(f"final token-level val loss {r['val_loss']:.4f}, val bpb {r['val_bpb']:.4f}")
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+    os.replace(tmp, path)
+
+
+# --- the comparison ---------------------------------------------------------------------------------------
+def compare(args, ctx, vocab_size, patch_summary, patch_curve, out_dir):
+    """Two token-level baselines with the same model, seed and data start: the same tokens, and the same FLOPs
+    as patch + token training. Prints one table, writes compare.json and (with matplotlib) compare.png."""
+    flops_per_token = build_model(args, vocab_size).flops_per_token(args.seq_len)
+    same_flops = round(patch_summary["flops"] / flops_per_token / args.batch_tokens) * args.batch_tokens
+    runs = {"patch + token": patch_summary}
+    baselines = [("token, same tokens", "baseline_same_tokens"), ("token, same FLOPs", "baseline_same_flops")]
+    for (name, folder), tokens in zip(baselines, (patch_summary["tokens"], same_flops)):
+        torch.manual_seed(args.seed)  # the same initial weights as the patch run
+        model = build_model(args, vocab_size)
+        print0(f"== baseline: {name}, {tokens:,} tokens")
+        runs[name] = train(model, argparse.Namespace(**{**vars(args), "max_steps": 0}), ctx,
+                           out_dir=os.path.join(out_dir, folder), max_tokens=tokens)
+    if not ctx.master:
+        return runs
+    header = f"{'run':<20} {'val loss':>9} {'val bpb':>8} {'tokens':>12} {'FLOPs':>10} {'rel.':>5} {'wall s':>7}"
+    lines = [header, "-" * len(header)]
+    for name, r in runs.items():
+        lines.append(f"{name:<20} {r['val_loss']:>9.4f} {r['val_bpb']:>8.4f} {r['tokens']:>12,} {r['flops']:>10.3e} "
+                     f"{r['flops'] / (patch_summary['tokens'] * flops_per_token):>5.2f} {r['wall_s']:>7.1f}")
+    print0("\n".join(lines))
+    print0("rel. = FLOPs / FLOPs of token-level training on the same tokens; wall s = training time, eval excluded")
+    write_json(os.path.join(out_dir, "compare.json"), runs)
+    curves = {"patch + token": patch_curve, **{name: val_curve([os.path.join(out_dir, folder)], [runs[name]["steps"]])
+                                               for name, folder in baselines}}
+    plot_curves(curves, os.path.join(out_dir, "compare.png"),
+                f"token-level val loss; patch training K={args.patch_size}, lambda={args.patch_fraction:.3g}")
+    return runs
+
+
+# --- the script -------------------------------------------------------------------------------------------
+def check_patch_args(args, ctx, n_train_tokens):
+    """Every problem with the flags at once, as one line, before any training."""
+    problems = []
+    if args.patch_size < 1:
+        problems.append(f"--patch_size {args.patch_size} must be >= 1 (tokens per patch)")
+    if not 0 <= args.patch_fraction <= 1:
+        problems.append(f"--patch_fraction {args.patch_fraction} must be in [0, 1] (share of the tokens trained at patch level)")
+    try:
+        check_args(args, ctx)  # the shared flags, as the token phase uses them
+    except UsageError as e:
+        problems.append(str(e))
+    if problems:
+        raise UsageError("; ".join(problems))
+    K, T, row = args.patch_size, args.seq_len, args.patch_size * args.seq_len * ctx.world
+    if args.seq_len < 2:
+        problems.append(f"--seq_len {T} must be >= 2: a row of patches needs a next patch to predict")
+    if args.batch_tokens % row:
+        problems.append(f"--batch_tokens {args.batch_tokens} is not a multiple of patch_size x seq_len x world size = "
+                        f"{K} x {T} x {ctx.world} = {row} (one row of {T} patches per process)")
+    total = args.max_steps * args.batch_tokens or args.max_tokens
+    patch_tokens, token_tokens = patch_phase_tokens(total, args.patch_fraction, args.batch_tokens)
+    for name, share, tokens in (("patch", args.patch_fraction, patch_tokens), ("token", 1 - args.patch_fraction, token_tokens)):
+        if share > 0 and tokens == 0:
+            problems.append(f"the {name} phase gets {share:.3g} of {total:,} tokens, less than one step of --batch_tokens "
+                            f"{args.batch_tokens:,}: raise --max_tokens or lower --batch_tokens")
+    if args.compare and not problems and patch_tokens and not round(
+            (patch_tokens / K + token_tokens) / args.batch_tokens):
+        problems.append(f"--compare: the same-FLOPs baseline would get less than one step of --batch_tokens "
+                        f"{args.batch_tokens:,}: raise --max_tokens")
+    if problems:
+        raise UsageError("; ".join(problems))
+    if 0 < patch_tokens and token_tokens and total + 1 > n_train_tokens:
+        print0(f"warning: the budget of {total:,} tokens exceeds train.bin ({n_train_tokens:,} tokens): the data wraps "
+               "around, so the token phase re-reads data the patch phase saw")
+
+
+def main():
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    g = parser.add_argument_group("patch-level training")
+    g.add_argument("--patch_size", type=int, default=4, help="K: tokens per patch in phase 1 (the paper's default 4)")
+    g.add_argument("--patch_fraction", type=float, default=2 / 3,
+                   help="lambda: share of the token budget trained at patch level (paper: 2/3, for half the compute)")
+    g.add_argument("--continue_schedule", action="store_true",
+                   help="keep one LR schedule running across the switch (default: restart warmup + cosine, as the paper)")
+    g.add_argument("--compare", action="store_true",
+                   help="also train token-level baselines with the same tokens and with the same FLOPs; print a table")
+    # CPU-sized: 96 steps of 8,192 tokens (64 patch + 32 token, so exactly lambda = 2/3) of the tiny model
+    parser.set_defaults(out_dir="out_patch", max_tokens=786_432, eval_every=16, ckpt_every=16)
+    args = parser.parse_args()
+    ctx = setup(args)
+    meta = data.load_meta(args.data_dir)
+    n_train = data.file_info(os.path.join(args.data_dir, "train.bin"))["n_tokens"]
+    check_patch_args(args, ctx, n_train)
+    print0(json.dumps(vars(args)))
+    model = build_model(args, meta["vocab_size"])
+    if args.seq_len > model.config.block_size:  # phase 1 runs T = seq_len patches, phase 2 T tokens
+        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    flops_per_token = model.flops_per_token(args.seq_len)
+    patch, token = patch_then_token(model, args, ctx, args.out_dir)
+    summary = report(patch, token, args, flops_per_token)
+    print_report(summary, args.patch_size)
+    if ctx.master:
+        write_json(os.path.join(args.out_dir, "summary.json"), summary)
+    if args.compare:
+        phases = [(os.path.join(args.out_dir, n), p["steps"]) for n, p in (("patch", patch), ("token", token)) if p]
+        curve = val_curve(*zip(*phases)) if ctx.master else []
+        compare(args, ctx, meta["vocab_size"], summary, curve, args.out_dir)
+
+
+if __name__ == "__main__":
+    cli(main)
