@@ -25,6 +25,21 @@ from data import (BatchStream, DataError, Tokenizer, eval_windows, file_info, lo
                   prepare, random_batch, read_documents, read_tokens, train_sentencepiece, write_tokens)
 import train  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
+import itertools  # noqa: E402
+import multiround  # noqa: E402
+import regex  # noqa: E402
+import sentencepiece as spm  # noqa: E402
+import tiktoken  # noqa: E402
+from tiktoken.load import load_tiktoken_bpe  # noqa: E402
+from tiktoken_ext.openai_public import r50k_pat_str  # noqa: E402
+import prune_tokenizer as pt  # noqa: E402
+import inheritune  # noqa: E402
+from inheritune import choose_layers, inherit_layers, inheritune_v2, layer_problem, reduce_width, taylor_scores, weight_norm_scores  # noqa: E402
+from train import UsageError  # noqa: E402
+import argparse  # noqa: E402
+import math  # noqa: E402
+import gstack  # noqa: E402
+from gstack import LearnedDepth, flops_to_reach, grow_depth, grow_width, growth_tokens, stacking_list_for  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 import patch_train  # noqa: E402
 from patch_train import patch_loss  # noqa: E402
@@ -710,3 +725,883 @@ def test_bad_input_is_one_clear_line_patch(toy_data_patch, tmp_path, monkeypatch
                           "--patch_fraction", "2"], capture_output=True, text=True, cwd=ROOT)
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 1 and "--patch_size" in lines[0] and "--patch_fraction" in lines[0]
+
+
+# --- gstack.py -------------------------------------------------------------------------------------------
+def _model(flavour="llama", **kw):
+    """A small model whose norms and biases are not at their init values, so copying them matters."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(flavour=flavour, vocab_size=64, n_layer=2, n_head=2, n_embd=32, block_size=32, **kw))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def _logits(model, idx):
+    return model.eval()(idx)[0]
+
+
+IDX = torch.randint(0, 64, (2, 16), generator=torch.Generator().manual_seed(0))
+FLAVOURS = [dict(flavour="gpt2"), dict(flavour="llama"), dict(flavour="llama", n_kv_head=1, tie_embeddings=False)]
+
+
+def test_growth_tokens_reproduces_the_official_table():
+    # official README: (N, D) -> d; C = 6 N D
+    for n, d_tokens, expected in [(7e9, 2e12, 11.11e9), (8e9, 15e12, 6.58e9), (13e9, 2e12, 15.84e9), (70e9, 2e12, 42.48e9)]:
+        assert round(growth_tokens(n, 6 * n * d_tokens) / 1e9, 2) == expected / 1e9
+
+
+@pytest.mark.parametrize("kw", FLAVOURS)
+@pytest.mark.parametrize("pattern", ["repeat", "interleave"])
+def test_stack_copies_per_stacking_list_into_independent_tensors(kw, pattern):
+    src = _model(**kw)
+    stacking = stacking_list_for(2, 6, pattern)
+    assert stacking == ([0, 1, 0, 1, 0, 1] if pattern == "repeat" else [0, 0, 0, 1, 1, 1])
+    grown = grow_depth(src, stacking, "stack")
+    assert grown.config.n_layer == len(grown.blocks) == 6
+    GPT(GPTConfig(**grown.model_args())).load_state_dict(grown.state_dict())  # rebuilds from its checkpoint args
+    pointers = set()
+    for i, j in enumerate(stacking):
+        for (name, p), (_, q) in zip(grown.blocks[i].named_parameters(), src.blocks[j].named_parameters()):
+            assert torch.equal(p, q), (i, name)
+            pointers.add(p.data_ptr())
+            assert p.data_ptr() != q.data_ptr()
+    assert len(pointers) == len(list(grown.blocks.parameters()))  # no two layers share storage
+    for name in ("wte.weight", "ln_f.weight", "lm_head.weight"):
+        assert torch.equal(grown.get_parameter(name), src.get_parameter(name))
+    with torch.no_grad():  # editing one copy leaves the source and the other copies of the same layer alone
+        grown.blocks[2].attn.qkv.weight.add_(1.0)
+    for i in (i for i, j in enumerate(stacking) if j == stacking[2] and i != 2):
+        assert torch.equal(grown.blocks[i].attn.qkv.weight, src.blocks[stacking[2]].attn.qkv.weight)
+    assert grown.config.tie_embeddings == (grown.lm_head.weight is grown.wte.weight)
+
+
+@pytest.mark.parametrize("kw", FLAVOURS)
+def test_zero_depth_is_function_preserving_stack_is_not(kw):
+    src = _model(**kw)
+    ref = _logits(src, IDX)
+    for pattern in ("repeat", "interleave"):
+        torch.testing.assert_close(_logits(grow_depth(src, stacking_list_for(2, 8, pattern), "zero"), IDX), ref, atol=1e-5, rtol=0)
+    assert (_logits(grow_depth(src, [0, 1, 0, 1], "stack"), IDX) - ref).abs().max() > 1e-2
+    assert (_logits(grow_depth(src, [0, 1, 0, 1], "random"), IDX) - ref).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("kw", FLAVOURS)
+def test_width_growth_is_function_preserving_where_the_math_says(kw):
+    src = _model(**kw)
+    ref, ffn = _logits(src, IDX), src.config.ffn_hidden
+    # MLP growth (any size) is exact for split and zero
+    for op in ("split", "zero"):
+        for new_ffn in (2 * ffn, ffn + 7):
+            torch.testing.assert_close(_logits(grow_width(src, 32, new_ffn, op), IDX), ref, atol=1e-5, rtol=0)
+    # residual + heads x2: split is exact with an untied head; a tied head scales the logits by 64/32
+    grown = grow_width(src, 64, 2 * ffn, "split")
+    assert (grown.config.n_embd, grown.config.n_head, grown.config.head_dim) == (64, 4, 16)
+    assert grown.config.n_kv_head == 2 * src.config.n_kv_head
+    scale = 2.0 if src.config.tie_embeddings else 1.0
+    torch.testing.assert_close(_logits(grown, IDX), scale * ref, atol=1e-5, rtol=0)
+    # a width that is not a multiple changes norm statistics: not exact, but the widened model still runs
+    if src.config.n_kv_head == src.config.n_head:
+        assert (_logits(grow_width(src, 48, ffn, "split"), IDX) - ref).abs().max() > 1e-4
+    # width (split) then depth (zero) stays exact
+    both = grow_depth(grow_width(src, 64, ffn, "split"), [0, 1, 1, 0], "zero")
+    torch.testing.assert_close(_logits(both, IDX), scale * ref, atol=1e-5, rtol=0)
+
+
+def test_learned_depth_starts_as_stack_and_trains_only_coefficients():
+    src = _model("llama", n_kv_head=1, tie_embeddings=False)
+    stacking = [0, 1, 0, 1]
+    learner = LearnedDepth(src, stacking)
+    torch.testing.assert_close(learner(IDX)[0], _logits(grow_depth(src, stacking), IDX), atol=1e-6, rtol=0)
+    before = {k: v.clone() for k, v in src.state_dict().items()}
+    opt = torch.optim.Adam(learner.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss = learner(IDX[:, :-1], IDX[:, 1:])[1]
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in before.items())  # the source is frozen
+    coef = learner.coef["attn_qkv_weight"]
+    assert coef.shape == (3, 4, 2) and not torch.equal(coef, LearnedDepth(src, stacking).coef["attn_qkv_weight"])
+    grown = learner.materialise()
+    torch.testing.assert_close(_logits(grown, IDX), learner(IDX)[0].detach(), atol=1e-5, rtol=0)
+    mixed = sum(coef[0, 2, j].item() * src.blocks[j].attn.qkv.weight[:32] for j in range(2))  # Q rows of layer 2
+    torch.testing.assert_close(grown.blocks[2].attn.qkv.weight[:32], mixed)
+
+
+def test_flops_to_reach_interpolates():
+    curve = [(1.0, 5.0), (2.0, 4.0), (4.0, 3.0)]
+    assert flops_to_reach(curve, 3.5) == 3.0 and flops_to_reach(curve, 5.5) == 1.0 and flops_to_reach(curve, 2.0) is None
+
+
+@pytest.mark.parametrize("depth,width", [("stack", None), ("zero", None), ("stack", "split"), ("zero", "zero")])
+def test_every_parameter_is_trained_after_growth(toy_data, tmp_path, depth, width):
+    """train() builds a fresh AdamW over model.parameters(): after two steps (zero-initialised outputs first
+    pass gradient on) without weight decay, every parameter of the grown model has moved."""
+    args = train.add_train_args(argparse.ArgumentParser()).parse_args(
+        TINY + ["--data_dir", str(toy_data), "--weight_decay", "0", "--max_steps", "2", "--eval_tokens", "512", "--warmup_steps", "0"])
+    ctx = train.setup(args)
+    src = GPT(GPTConfig(flavour="llama", vocab_size=128, n_layer=1, n_head=2, n_embd=32, block_size=64))
+    grown = grow_depth(grow_width(src, 64, 512, width) if width else src, [0, 0], depth)
+    before = {n: p.detach().clone() for n, p in grown.named_parameters()}
+    train.train(grown, args, ctx, out_dir=str(tmp_path))
+    frozen = [n for n, p in grown.named_parameters() if torch.equal(p, before[n])]
+    assert not frozen, frozen
+
+
+def test_pipeline_compare_and_resume(toy_data, tmp_path):
+    flags = [*TINY, "--data_dir", toy_data, "--out_dir", tmp_path, "--growth_factor", 2, "--max_tokens", 16384,
+             "--eval_every", 2, "--compare"]
+    res = run("gstack.py", *flags)
+    assert "the base gets --growth_fraction 0.25" in res.stdout
+    assert "speedup C_scratch / C_grown - 1" in res.stdout or "never reached" in res.stdout
+    out = json.load(open(tmp_path / "compare.json"))
+    assert out["base"]["tokens"] == 4096 and out["grown, all phases"]["flops"] <= out["scratch"]["flops"] * 1.001
+    assert out["grown"]["val_loss"] < out["base"]["val_loss"]
+    assert math.isfinite(out["grown"]["val_loss_at_growth"])
+    again = run("gstack.py", *flags, "--resume")  # every phase is finished: nothing retrains, same table
+    assert again.stdout.count("is finished; skipping") == 3
+    assert json.load(open(tmp_path / "compare.json"))["speedup"] == out["speedup"]
+
+
+def test_grown_models_train_under_torchrun(toy_data, tmp_path):
+    run("gstack.py", *TINY, "--data_dir", toy_data, "--out_dir", tmp_path, "--max_tokens", 8192, "--growth_factor", 2, "--operator", "learn",
+        "--learn_steps", 1, torchrun=2)
+    log = read_log(tmp_path / "grown")
+    assert log[-1]["val_loss"] < read_log(tmp_path / "base")[0]["loss"]
+
+
+def test_grow_from_checkpoint_and_official_config(toy_data, tmp_path):
+    src = _model("llama")
+    train.save_checkpoint(str(tmp_path / "base" / "ckpt.pt"), {"model_args": src.model_args(), "model": src.state_dict()})
+    config = tmp_path / "stack.json"
+    stacking = [1, 0, 0, 1, 1, 0, 1, 0]  # no trg_config_name: the base with g = 4 times the layers
+    config.write_text(json.dumps({"src_config_name": "nano", "src_init_path": str(tmp_path / "base" / "ckpt.pt"),
+                                  "stacking_list": stacking, "embd_name": "wte", "layer_name": "h"}))
+    run("gstack.py", "--config", config, "--out_dir", tmp_path, "--max_tokens", 0, "--operator", "zero", "--device", "cpu")
+    base, grown = train.model_from_checkpoint(str(tmp_path / "base" / "ckpt.pt")), train.model_from_checkpoint(str(tmp_path / "grown.pt"))
+    assert grown.config.n_layer == 8 and torch.equal(grown.blocks[0].mlp.fc.weight, base.blocks[1].mlp.fc.weight)
+    assert not grown.blocks[2].mlp.proj.weight.any()  # a repeat under zero: an identity layer
+    # base layers 1 then 0 then identities: the same function as the base with its two layers swapped
+    swapped = grow_depth(base, [1, 0], "stack")
+    torch.testing.assert_close(_logits(grown, IDX), _logits(swapped, IDX), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--stacking_list", "0,1,0,5,0,1,0,1"], "--stacking_list '0,1,0,5,0,1,0,1' needs one base layer index in 0..1"),
+    (["--stacking_list", "0,1,0"], "per target layer (8 entries)"),
+    (["--growth_factor", "3"], "--growth_factor 3 does not divide the target depth 8"),
+    (["--base_preset", "8L128H", "--preset", "2L192H"], "cannot be tiled by whole heads of the base's head dim 128"),
+    (["--width_factor", "3"], "--width_factor 3 must divide"),
+])
+def test_bad_growth_input_is_one_clear_line(toy_data, tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.setattr(sys, "argv", ["gstack.py", "--data_dir", str(toy_data), "--out_dir", str(tmp_path), *flags])
+    with pytest.raises(SystemExit) as exit_:
+        gstack.cli(gstack.main)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not list(tmp_path.iterdir())  # nothing started
+
+
+# --- inheritune.py ---------------------------------------------------------------------------------------
+SHAPES = {
+    "gpt2": dict(flavour="gpt2", vocab_size=61, block_size=32, n_layer=5, n_head=2, n_embd=32),
+    "llama_gqa_untied": dict(flavour="llama", vocab_size=61, block_size=32, n_layer=5, n_head=4, n_kv_head=2,
+                             n_embd=64, ffn_hidden=96, tie_embeddings=False),
+}
+
+
+def reference(shape, seed=0):
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(**SHAPES[shape]))
+    with torch.no_grad():  # non-trivial norms and biases, so a missed copy shows
+        for name, p in model.named_parameters():
+            if p.dim() == 1:
+                p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("how", inheritune.LAYER_CHOICES)
+def test_inherited_weights_are_the_chosen_reference_weights(shape, how):
+    ref = reference(shape)
+    layers = choose_layers(5, 3, how)
+    student = inherit_layers(ref, layers)
+    assert student.config.n_layer == len(student.blocks) == 3
+    assert GPT(GPTConfig(**student.model_args())).load_state_dict(student.state_dict())  # rebuilds from model_args
+    ref_sd, sd = ref.state_dict(), student.state_dict()
+    for new, old in enumerate(layers):
+        for key, t in student.blocks[new].state_dict().items():
+            torch.testing.assert_close(t, ref.blocks[old].state_dict()[key], rtol=0, atol=0)
+    for name in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias", "lm_head.weight"):
+        assert (name in sd) == (name in ref_sd)
+        if name in sd:
+            torch.testing.assert_close(sd[name], ref_sd[name], rtol=0, atol=0)
+    assert (student.lm_head.weight is student.wte.weight) == ref.config.tie_embeddings
+    assert student.wte.weight.data_ptr() != ref.wte.weight.data_ptr()  # a copy: training it leaves the reference alone
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_inheriting_every_layer_reproduces_the_reference(shape):
+    ref, idx = reference(shape), torch.randint(0, 61, (2, 20))
+    torch.testing.assert_close(inherit_layers(ref, list(range(5)))(idx)[0], ref(idx)[0], rtol=0, atol=0)
+
+
+def test_layer_choices_and_their_problems():
+    assert choose_layers(8, 4, "first") == [0, 1, 2, 3]
+    assert choose_layers(8, 4, "last") == [4, 5, 6, 7]
+    assert choose_layers(8, 4, "even") == [0, 2, 5, 7]
+    assert choose_layers(8, 5, "ends") == [0, 1, 2, 6, 7]
+    for k in range(1, 13):
+        for n in range(1, k + 1):
+            for how in inheritune.LAYER_CHOICES:
+                assert layer_problem(choose_layers(k, n, how), k) is None, (k, n, how)
+    assert "repeat" in layer_problem([0, 1, 1], 4)
+    assert "outside 0..3" in layer_problem([0, 4], 4)
+    assert "outside" in layer_problem([-1], 4)
+
+
+def markov_tokens(n, vocab=61, seed=0):
+    """A learnable toy language: the next token is perm[token] 90% of the time, else uniform."""
+    rng = np.random.default_rng(seed)
+    perm, out = np.random.default_rng(123).permutation(vocab), np.empty(n, np.int64)
+    out[0] = 0
+    noise, jumps = rng.random(n) < 0.1, rng.integers(0, vocab, n)
+    for i in range(1, n):
+        out[i] = jumps[i] if noise[i] else perm[out[i - 1]]
+    return out
+
+
+def fit(model, tokens, steps, lr=3e-3, seed=0):
+    gen, opt = torch.Generator().manual_seed(seed), torch.optim.AdamW(model.parameters(), lr=lr)
+    for _ in range(steps):
+        batch = data.random_batch(tokens, 16, 24, gen)
+        loss = model(batch[:, :-1], batch[:, 1:])[1]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    batch = data.random_batch(tokens, 64, 24, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        return model(batch[:, :-1], batch[:, 1:])[1].item()
+
+
+def test_inherited_model_beats_random_init_after_the_same_steps():
+    tokens = markov_tokens(20000)
+    ref = reference("gpt2")
+    ref_loss = fit(ref, tokens, 120)
+    assert ref_loss < 1.5  # the reference learned the toy language (uniform is ln 61 = 4.1)
+    torch.manual_seed(1)
+    inherited_loss = fit(inherit_layers(ref, [0, 1]), tokens, 10)
+    random_loss = fit(GPT(GPTConfig(**{**SHAPES["gpt2"], "n_layer": 2})), tokens, 10)
+    assert inherited_loss < random_loss - 1.0, (inherited_loss, random_loss)
+
+
+def test_v2_grows_by_two_from_half_and_stops_at_the_first_match():
+    ref = reference("gpt2")
+    ref.blocks.extend(GPT(GPTConfig(**SHAPES["gpt2"])).blocks[:5])  # a 10-layer reference
+    ref.config.n_layer = 10
+    built_losses = {5: 3.0, 7: 2.6, 9: 2.4, 10: 2.3}  # n=9 is the first depth at or under the reference's 2.45
+    seen = []
+
+    def train_and_evaluate(student, n):
+        for new, block in enumerate(student.blocks):  # each trial starts from the reference, not from the last trial
+            torch.testing.assert_close(block.attn.qkv.weight, ref.blocks[new].attn.qkv.weight, rtol=0, atol=0)
+        with torch.no_grad():
+            student.blocks[0].attn.qkv.weight.add_(1.0)  # "training" changes the student only
+        seen.append(len(student.blocks))
+        return built_losses[n]
+
+    assert inheritune_v2(ref, 2.45, train_and_evaluate) == [(5, 3.0), (7, 2.6), (9, 2.4)]
+    assert seen == [5, 7, 9]
+    # never matched: the search ends at n = k even when the step overshoots it
+    assert inheritune_v2(ref, 1.0, train_and_evaluate) == [(5, 3.0), (7, 2.6), (9, 2.4), (10, 2.3)]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("score", ["norm", "taylor"])
+def test_width_reduction_keeps_the_selected_rows_and_columns(shape, score):
+    ref, cfg = reference(shape), GPTConfig(**SHAPES[shape])
+    batches = [torch.randint(0, 61, (4, 17)) for _ in range(2)]
+    scores = weight_norm_scores(ref) if score == "norm" else taylor_scores(ref, batches)
+    assert all(p.grad is None for p in ref.parameters())
+    narrow, keep = reduce_width(ref, cfg.n_head // 2, cfg.ffn_hidden // 2, scores)
+    n_kv, D = narrow.config.n_kv_head, cfg.head_dim
+    assert (narrow.config.n_embd, narrow.config.n_head, narrow.config.ffn_hidden) == (cfg.n_embd // 2, cfg.n_head // 2, cfg.ffn_hidden // 2)
+    for group, s in scores.items():  # the kept ones are the top-scoring ones
+        assert s[keep[group]].min() >= s[[i for i in range(len(s)) if i not in keep[group]]].max()
+    h = keep["hidden"]
+    torch.testing.assert_close(narrow.wte.weight, ref.wte.weight[:, h], rtol=0, atol=0)
+    torch.testing.assert_close(narrow.lm_head.weight, ref.lm_head.weight[:, h], rtol=0, atol=0)
+    torch.testing.assert_close(narrow.ln_f.weight, ref.ln_f.weight[h], rtol=0, atol=0)
+    for i, (a, b) in enumerate(zip(narrow.blocks, ref.blocks)):
+        kv, f = keep[f"heads.{i}"], keep[f"ffn.{i}"]
+        per_group = cfg.n_head // cfg.n_kv_head
+        q_rows = torch.cat([torch.arange(g * per_group * D, (g + 1) * per_group * D) for g in kv.tolist()])
+        kv_rows = torch.cat([torch.arange(g * D, (g + 1) * D) for g in kv.tolist()])
+        rows = torch.cat([q_rows, cfg.n_head * D + kv_rows, (cfg.n_head + cfg.n_kv_head) * D + kv_rows])
+        assert len(rows) == (narrow.config.n_head + 2 * n_kv) * D
+        torch.testing.assert_close(a.attn.qkv.weight, b.attn.qkv.weight[rows][:, h], rtol=0, atol=0)
+        torch.testing.assert_close(a.attn.proj.weight, b.attn.proj.weight[h][:, q_rows], rtol=0, atol=0)
+        torch.testing.assert_close(a.mlp.fc.weight, b.mlp.fc.weight[f][:, h], rtol=0, atol=0)
+        torch.testing.assert_close(a.mlp.proj.weight, b.mlp.proj.weight[h][:, f], rtol=0, atol=0)
+        torch.testing.assert_close(a.ln_1.weight, b.ln_1.weight[h], rtol=0, atol=0)
+    logits, loss = narrow(batches[0][:, :-1], batches[0][:, 1:])
+    assert logits.shape == (4, 16, 61) and torch.isfinite(loss)
+    assert GPT(GPTConfig(**narrow.model_args())).load_state_dict(narrow.state_dict())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_dead_heads_and_channels_score_zero_and_go_first(shape):
+    """A kv group or FFN channel whose weights are all zero scores 0 on both criteria and adds nothing, so
+    it is removed first, and removing dead FFN channels leaves the logits unchanged."""
+    ref, cfg = reference(shape), GPTConfig(**SHAPES[shape])
+    per_group, D = cfg.n_head // cfg.n_kv_head, cfg.head_dim
+    with torch.no_grad():
+        for block in ref.blocks:  # kill kv group 0 (its query heads, K, V and proj columns) and the even FFN channels
+            for rows in (slice(0, per_group * D), slice(cfg.n_head * D, cfg.n_head * D + D),
+                         slice((cfg.n_head + cfg.n_kv_head) * D, (cfg.n_head + cfg.n_kv_head) * D + D)):
+                block.attn.qkv.weight[rows] = 0
+                if block.attn.qkv.bias is not None:
+                    block.attn.qkv.bias[rows] = 0
+            block.attn.proj.weight[:, :per_group * D] = 0
+            for linear in (block.mlp.fc, block.mlp.gate):
+                if linear is not None:
+                    linear.weight[::2] = 0
+                    if linear.bias is not None:
+                        linear.bias[::2] = 0
+            block.mlp.proj.weight[:, ::2] = 0
+    idx = torch.randint(0, 61, (2, 20))
+    for scores in (weight_norm_scores(ref), taylor_scores(ref, [torch.randint(0, 61, (4, 17))])):
+        for i in range(cfg.n_layer):
+            assert scores[f"heads.{i}"][0] == 0 and scores[f"heads.{i}"][1:].min() > 0
+            assert scores[f"ffn.{i}"][::2].abs().max() == 0 and scores[f"ffn.{i}"][1::2].min() > 0
+        narrow, keep = reduce_width(ref, cfg.n_head, cfg.ffn_hidden // 2, scores)
+        assert all(torch.equal(keep[f"ffn.{i}"], torch.arange(1, cfg.ffn_hidden, 2)) for i in range(cfg.n_layer))
+        torch.testing.assert_close(narrow(idx)[0], ref(idx)[0], rtol=1e-5, atol=1e-5)
+        narrow, keep = reduce_width(ref, cfg.n_head - per_group, cfg.ffn_hidden, scores)
+        assert all(0 not in keep[f"heads.{i}"] for i in range(cfg.n_layer))
+
+
+# --- the script ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def toy_data_inh(tmp_path_factory):
+    root = tmp_path_factory.mktemp("toy")
+    for split, n, seed in (("train", 60000, 0), ("val", 8000, 1)):
+        data.write_tokens(root / f"{split}.bin", markov_tokens(n, seed=seed), 61, 4 * n, 7)
+    (root / "meta.json").write_text(json.dumps(dict(name="toy", tokenizer="none", vocab_size=61, fingerprint=7)))
+    return root
+
+
+SMALL = ["--preset", "4L64H", "--seq_len", "32", "--micro_batch", "8", "--batch_tokens", "256", "--eval_every", "20",
+         "--eval_tokens", "2048", "--log_every", "20", "--ckpt_every", "20", "--lr", "3e-3"]
+
+
+def run_main_inh(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["inheritune.py", *argv])
+    inheritune.main()
+
+
+def test_v2_script_trains_reference_search_and_baseline_and_resumes(toy_data_inh, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    args = ["--data_dir", str(toy_data_inh), "--out_dir", str(out), "--max_tokens", str(256 * 40), *SMALL]
+    run_main_inh(monkeypatch, *args)
+    result = json.loads((out / "results.json").read_text())
+    names = [r["run"] for r in result["rows"]]
+    assert names[0] == "reference" and names[1] == "inherit_n2" and names[-1].startswith("random_n")
+    trials = [r for r in result["rows"] if r["run"].startswith("inherit_n")]
+    assert [r["n_layer"] for r in trials] == list(range(2, 2 + 2 * len(trials), 2))
+    # stopped at the first match, or at the full depth
+    assert all(r["val_loss"] > result["reference_loss"] for r in trials[:-1])
+    assert trials[-1]["val_loss"] <= result["reference_loss"] or trials[-1]["n_layer"] == 4
+    random = result["rows"][-1]
+    assert random["n_layer"] == trials[-1]["n_layer"] and random["val_loss"] > trials[-1]["val_loss"]
+    capsys.readouterr()
+    run_main_inh(monkeypatch, *args, "--resume")  # every trial is finished: all return at once with the same numbers
+    assert "is finished; skipping" in capsys.readouterr().out
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
+
+
+def test_v1_script_from_a_checkpoint_with_width_reduction(toy_data_inh, tmp_path, monkeypatch):
+    ref_dir = tmp_path / "ref"
+    run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(ref_dir), "--max_tokens", str(256 * 20), *SMALL,
+             "--n_layer", "4")  # v2 starting at full depth: just trains the reference and one trial
+    out = tmp_path / "v1"
+    run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--reference", str(ref_dir / "reference" / "ckpt.pt"),
+             "--mode", "v1", "--layers", "0,3", "--subset_tokens", "2048", "--epochs", "3", "--keep_ffn", "64",
+             "--width_score", "taylor", *SMALL)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["run"] for r in rows] == ["reference", "v1_n2"] and rows[1]["tokens"] == 2048 * 3
+    assert data.file_info(out / "subset.bin")["n_tokens"] == 2048
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n_layer", "9"], "--n_layer 9 exceeds the reference depth 4"),
+    (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,1,1"], "repeat an index"),
+    (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,7"], "outside 0..3"),
+    (["--layers", "0,1"], "v2 grows the depth"),
+    (["--layers", "middle"], "--layers 'middle'"),
+    (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
+    (["--reference", "nowhere/ckpt.pt"], "--reference nowhere/ckpt.pt: no such"),
+    (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
+])
+def test_bad_input_is_one_clear_error(toy_data_inh, tmp_path, monkeypatch, argv, message):
+    base = ["--data_dir", str(toy_data_inh), "--out_dir", str(tmp_path), *SMALL]
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=100))  # a reference checkpoint with another vocabulary
+    torch.save(dict(model_args=model.model_args(), model=model.state_dict()), tmp_path / "other.pt")
+    argv = [a.format(other_vocab=tmp_path / "other.pt") for a in argv]
+    with pytest.raises(UsageError, match=message):
+        run_main_inh(monkeypatch, *base, *argv)
+    assert not (tmp_path / "reference").exists()  # refused before any training
+
+
+def test_bad_input_is_one_line_on_stderr(toy_data_inh):
+    proc = subprocess.run([sys.executable, "inheritune.py", "--data_dir", str(toy_data_inh), "--preset", "4L64H", "--n_layer", "9"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--n_layer 9" in proc.stderr
+
+
+# --- prune_tokenizer.py ----------------------------------------------------------------------------------
+
+import data  # noqa: E402
+import prune_tokenizer as pt  # noqa: E402
+import train  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+SEEN = (ROOT / "model.py").read_text()[:60_000]  # the text the statistics are counted on
+UNSEEN = ["naïve café — 日本語のテキスト, Ελληνικά, emoji 🤖🎉👍🏽 and a ZWJ family 👨‍👩‍👧",
+          "def f(x):\n\t\treturn {'k': [x ** 2 for x in range(10)]}  # code\r\n",
+          "spaces:      \n\n\n   tabs\t\t\t end   ", "\x00\x7f control bytes, ▁ a literal sentencepiece space", ""]
+
+
+def pruned_gpt2(tmp_path, vocab_size=600):
+    """GPT-2 pruned on SEEN: (kept old ids in new order, stock tiktoken Encoding of the written file, path)."""
+    enc = tiktoken.get_encoding("gpt2")
+    counts = np.bincount(enc.encode_ordinary(SEEN), minlength=enc.n_vocab)
+    rank = enc._mergeable_ranks
+    mandatory = sorted(i for p, i in rank.items() if len(p) == 1) + [enc.eot_token]
+    kept = pt.prune_vocab(counts, vocab_size, mandatory, rank)
+    path = tmp_path / "pruned.tiktoken"
+    pieces = {i: p for p, i in rank.items()}
+    path.write_bytes(pt.tiktoken_file([pieces[i] for i in kept if i != enc.eot_token]))
+    ranks = load_tiktoken_bpe(str(path))  # the stock loader
+    new = tiktoken.Encoding("pruned", pat_str=r50k_pat_str, mergeable_ranks=ranks, special_tokens={"<|endoftext|>": len(ranks)})
+    return kept, new, path, counts, rank, mandatory
+
+
+def test_token_counts_equal_bincount(tmp_path):
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 1000, n) for n in (12_345, 777)]
+    for k, part in enumerate(parts):
+        data.write_tokens(tmp_path / f"{k}.bin", part, 1000, 0, 0)
+    counts = pt.token_counts([tmp_path / "0.bin", tmp_path / "1.bin"], 1000, chunk_tokens=1000)  # 13+1 chunks
+    np.testing.assert_array_equal(counts, np.bincount(np.concatenate(parts), minlength=1000))
+
+
+def test_gpt2_pruned_loads_in_tiktoken_roundtrips_and_every_token_is_reachable(tmp_path):
+    kept, new, path, counts, rank, mandatory = pruned_gpt2(tmp_path)
+    assert len(kept) == 600 == new.n_vocab and kept == sorted(kept)  # exact size, old -> new monotone
+    assert set(range(256)) <= set(kept)
+    # reachable: stock tiktoken's BPE of each kept token's bytes is that token. tiktoken looks a whole piece up
+    # before merging, so a byte that merges with nothing (b"\0") is appended to make it run the merges.
+    zero = new.encode_single_token(b"\0")
+    for new_id in range(new.n_vocab - 1):
+        assert new._encode_single_piece(new.decode_single_token_bytes(new_id) + b"\0") == [new_id, zero]
+    tok = data.Tokenizer(path)  # and data.py reads it, <|endoftext|> last
+    assert tok.eot_id == 599 and tok.vocab_size == 600
+    for text in [SEEN] + UNSEEN:
+        assert tok.decode(tok.encode(text)) == text
+    assert len(tok.encode(SEEN)) > len(tiktoken.get_encoding("gpt2").encode_ordinary(SEEN))  # smaller vocab, more tokens
+    # the official selection (top-600 by count, no closure) keeps tokens that BPE can never produce: the test can fail
+    naive = set(mandatory) | set([i for i in np.argsort(-counts, kind="stable").tolist() if i not in set(mandatory)][:600 - 257])
+    pieces = [p for p, i in sorted(rank.items(), key=lambda kv: kv[1]) if i in naive]
+    naive_enc = tiktoken.Encoding("naive", pat_str=r50k_pat_str, mergeable_ranks={p: r for r, p in enumerate(pieces)}, special_tokens={})
+    assert sum(naive_enc._encode_single_piece(p + b"\0") != [r, zero] for r, p in enumerate(pieces)) > 10
+
+
+def test_closure_makes_tiktoken_agree_with_merge_only_bpe(tmp_path):
+    """tiktoken emits a whole pre-token that is in the vocabulary without merging; a merge-only BPE (GPT-2's
+    encoder.py, Hugging Face) cannot emit an unreachable token. With the closure both give the same ids."""
+    kept, new, *_ = pruned_gpt2(tmp_path)
+    rank = new._mergeable_ranks
+    for text in [SEEN] + UNSEEN:
+        for word in regex.findall(r50k_pat_str, text):
+            word = word.encode()
+            assert [rank[p] for p in pt.merge_path(word, rank)[0]] == new.encode_ordinary(word.decode())
+
+
+def test_merge_path_is_tiktoken_bpe(tmp_path):
+    kept, new, *_ = pruned_gpt2(tmp_path)
+    rank = new._mergeable_ranks
+    for word in [b" reachability", b"______init__", " 🤖".encode(), b"    return", b"aaaaaaaaa"]:
+        parts, _ = pt.merge_path(word, rank)
+        assert [rank[p] for p in parts] == new._encode_single_piece(word)
+
+
+@pytest.fixture(scope="module")
+def sp_data(tmp_path_factory):
+    """A sentencepiece BPE (data.py's recipe) with a token file of SEEN, pruned to 400 pieces."""
+    d = tmp_path_factory.mktemp("sp")
+    (d / "docs").mkdir()
+    for k, chunk in enumerate(SEEN[i:i + 6000] for i in range(0, len(SEEN), 6000)):
+        (d / "docs" / f"{k:02d}.txt").write_text(chunk)
+    data.prepare(inputs=[str(d / "docs")], out_dir=str(d), name="src", vocab_size=700, num_proc=1)
+    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    report = pt.prune(args, d / "src", 400, d / "pruned")
+    return d, report
+
+
+def test_sentencepiece_pruned_loads_roundtrips_and_every_piece_is_reachable(sp_data):
+    d, report = sp_data
+    sp = spm.SentencePieceProcessor(model_file=str(d / "pruned" / "tokenizer.model"))  # the stock loader
+    old = spm.SentencePieceProcessor(model_file=str(d / "src" / "tokenizer.model"))
+    assert sp.get_piece_size() == 400 and report["vocab_size"] == 400
+    kept = [old.piece_to_id(sp.id_to_piece(i)) for i in range(400)]
+    assert kept == sorted(kept) and kept[:260] == list(range(260))  # specials and byte pieces kept, order kept
+    def unreachable(sp):  # NORMAL pieces that stock sentencepiece does not produce from their own text
+        return [i for i in range(sp.get_piece_size()) if not (sp.is_control(i) or sp.is_byte(i) or sp.is_unknown(i))
+                and sp.id_to_piece(i) != "\n" and sp.encode(sp.id_to_piece(i).replace("▁", " ")) != [i]]
+    assert unreachable(sp) == []
+    # the official selection (top by count, no closure) leaves some: the check can fail
+    counts = pt.token_counts([d / "src" / "train.bin"], 700)
+    by_count = [i for i in np.argsort(-counts, kind="stable").tolist() if i >= 260]
+    naive = (d / "src" / "tokenizer.model").read_bytes()
+    naive = pt.sentencepiece_file(naive, sorted(list(range(260)) + by_count[:400 - 260]))
+    assert len(unreachable(spm.SentencePieceProcessor(model_proto=naive))) > 0
+    tok = data.Tokenizer(d / "pruned" / "tokenizer.model")
+    for text in [SEEN] + UNSEEN:
+        assert tok.decode(tok.encode(text)) == text
+
+
+@pytest.mark.parametrize("source", ["gpt2", "sp"])
+def test_remapped_files_equal_encoding_the_text_with_the_new_tokenizer(source, sp_data, tmp_path):
+    d = sp_data[0]
+    if source == "gpt2":
+        data.prepare(inputs=[str(d / "docs")], out_dir=str(tmp_path), name="src", tokenizer="gpt2", num_proc=1)
+        args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+        pt.prune(args, tmp_path / "src", 1000, tmp_path / "pruned")
+        d = tmp_path
+    spec = str(d / "pruned" / ("tokenizer.tiktoken" if source == "gpt2" else "tokenizer.model"))
+    data.prepare(inputs=[str(sp_data[0] / "docs")], out_dir=str(tmp_path), name="direct", tokenizer=spec, num_proc=1)
+    for split in ("train", "val"):
+        remapped, direct = data.read_tokens(d / "pruned" / f"{split}.bin"), data.read_tokens(tmp_path / "direct" / f"{split}.bin")
+        np.testing.assert_array_equal(remapped, direct)
+        assert data.file_info(d / "pruned" / f"{split}.bin")["n_bytes"] == data.file_info(tmp_path / "direct" / f"{split}.bin")["n_bytes"]
+        assert data.file_info(d / "pruned" / f"{split}.bin")["fingerprint"] == data.Tokenizer(spec).fingerprint
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_remapped_embedding_rows_are_the_rows_of_the_same_tokens(sp_data, tied, tmp_path):
+    d = sp_data[0]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=700, tie_embeddings=tied))
+    train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
+    args = argparse.Namespace(stats_files=None, checkpoint=str(tmp_path / "ckpt.pt"), out_checkpoint="", num_proc=1)
+    report = pt.prune(args, d / "src", 400, tmp_path / "pruned")
+    small = train.model_from_checkpoint(report["checkpoint"])  # loads as this repository's checkpoint
+    assert small.config.vocab_size == 400 and small.config.tie_embeddings == tied
+    old = spm.SentencePieceProcessor(model_file=str(d / "src" / "tokenizer.model"))
+    new = spm.SentencePieceProcessor(model_file=str(tmp_path / "pruned" / "tokenizer.model"))
+    for new_id in range(400):
+        old_id = old.piece_to_id(new.id_to_piece(new_id))
+        torch.testing.assert_close(small.wte.weight[new_id], model.wte.weight[old_id], rtol=0, atol=0)
+        torch.testing.assert_close(small.lm_head.weight[new_id], model.lm_head.weight[old_id], rtol=0, atol=0)
+    assert (small.lm_head.weight is small.wte.weight) == tied
+    idx = torch.tensor([[1, 300, 301]])  # the body is untouched: kept logits are the old logits of the same tokens
+    kept = [old.piece_to_id(new.id_to_piece(i)) for i in range(400)]
+    torch.testing.assert_close(small(idx)[0], model(torch.tensor([kept])[:, [1, 300, 301]])[0][..., kept])
+
+
+def test_bad_input_is_one_clear_line_prune(sp_data, tmp_path):
+    d = sp_data[0]
+    res = subprocess.run([sys.executable, str(ROOT / "prune_tokenizer.py"), "--data_dir", str(d / "src"), "--vocab_size", "100"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert "--vocab_size 100: must lie in 260..699" in res.stderr  # below specials + byte pieces
+
+    def fails(vocab_size=400, **flags):  # the same checks in-process (the CLI prints them as one line, above)
+        args = argparse.Namespace(**{**dict(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1), **flags})
+        with pytest.raises(train.UsageError) as e:
+            pt.prune(args, d / "src", vocab_size, tmp_path / "never")
+        assert not (tmp_path / "never").exists()  # nothing written before the checks
+        return str(e.value)
+    assert "must lie in 260..699" in fails(700)
+    data.write_tokens(tmp_path / "gpt2.bin", np.array([50256, 464, 3290]), 50257, 10, data.Tokenizer("gpt2").fingerprint)
+    assert "--stats_files" in fails(stats_files=[tmp_path / "gpt2.bin"])
+    data.write_tokens(tmp_path / "same_size.bin", np.array([1, 5, 9]), 700, 10, 12345)  # same vocabulary size, other tokenizer
+    assert "another tokenizer" in fails(stats_files=[tmp_path / "same_size.bin"])
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=512))
+    train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
+    assert "its vocabulary is 512" in fails(checkpoint=str(tmp_path / "ckpt.pt"))
+
+
+# --- multiround.py ---------------------------------------------------------------------------------------
+LOSSES = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0, 3.5], dtype=torch.float64)
+
+
+def inclusion_probabilities(p, k):
+    """Exact P(i is among k draws without replacement), each draw proportional to p over the items left
+    (the law of torch.multinomial(replacement=False)), by enumerating every ordered k-sequence."""
+    p = p.tolist()
+    incl = [0.0] * len(p)
+    for seq in itertools.permutations(range(len(p)), k):
+        prob, left = 1.0, 1.0
+        for i in seq:
+            prob, left = prob * p[i] / left, left - p[i]
+        for i in seq:
+            incl[i] += prob
+    return torch.tensor(incl, dtype=torch.float64)
+
+
+def draw(losses, k, n, temperature=1.0, seed=0):
+    """n independent selections; returns the list of index tensors."""
+    g = torch.Generator().manual_seed(seed)
+    return [multiround.sample_hard_batches(losses, k, temperature, g) for _ in range(n)]
+
+
+# Tolerance: a frequency over n draws has standard error sqrt(q (1 - q) / n); with a fixed seed the test is
+# deterministic, and we allow 4.5 standard errors per cell (a correct sampler passes; the wrong laws below
+# are off by 10-100 standard errors).
+def within(freq, law, n, sigmas=4.5):
+    se = (law * (1 - law) / n).sqrt().clamp_min(1 / n)
+    return ((freq - law).abs() <= sigmas * se).all().item()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_first_draw_follows_softmax(temperature):
+    n = 12000
+    picks = torch.cat(draw(LOSSES, 1, n, temperature))  # n_keep = 1: the one draw is the first draw
+    freq = torch.bincount(picks, minlength=len(LOSSES)).double() / n
+    law = torch.softmax(LOSSES / temperature, 0)
+    assert within(freq, law, n)
+    assert not within(freq, torch.softmax(LOSSES, 0) if temperature != 1 else torch.full_like(law, 1 / len(law)), n)
+
+
+def test_kept_set_follows_sequential_law_and_is_shuffled():
+    n, k = 12000, 3
+    samples = draw(LOSSES, k, n)
+    assert all(len(s) == k and len(set(s.tolist())) == k for s in samples)  # exact count, no repeats
+    kept = torch.stack(samples)
+    incl = torch.bincount(kept.flatten(), minlength=len(LOSSES)).double() / n
+    law = inclusion_probabilities(torch.softmax(LOSSES, 0), k)
+    assert abs(law.sum().item() - k) < 1e-12
+    assert within(incl, law, n)
+    # inclusion is not k * softmax (clipped at 1): the test tells the two laws apart
+    assert not within(incl, (k * torch.softmax(LOSSES, 0)).clamp(max=1), n)
+    # shuffled: the first returned index is any kept one with equal chance, not the first (hardest-biased) draw
+    first = torch.bincount(kept[:, 0], minlength=len(LOSSES)).double() / n
+    assert within(first, law / k, n)
+    assert not within(first, torch.softmax(LOSSES, 0), n)
+
+
+def test_equal_losses_give_a_uniform_subset_and_bad_counts_fail():
+    n, k = 6000, 2
+    kept = torch.stack(draw(torch.zeros(5), k, n))
+    assert within(torch.bincount(kept.flatten(), minlength=5).double() / n, torch.full((5,), k / 5, dtype=torch.float64), n)
+    assert sorted(draw(LOSSES, 6, 1)[0].tolist()) == list(range(6))  # keep all = a permutation
+    for bad in (0, 7):
+        with pytest.raises(ValueError, match="n_keep"):
+            multiround.sample_hard_batches(LOSSES, bad)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """Learnable synthetic token files + a tiny model; half the batches are noise, so they score high."""
+    d = tmp_path_factory.mktemp("mr")
+    rng = np.random.default_rng(0)
+    counting = (np.arange(300_000) * 7 + rng.integers(0, 3, 300_000)) % 120 + 8
+    noise = rng.integers(0, 128, 300_000)
+    block = 1024  # one batch of the script tests below: every other batch is noise
+    stream = np.where((np.arange(300_000) // block) % 2 == 1, noise, counting)
+    data.write_tokens(d / "train.bin", stream[:260_000].astype(np.uint16), 128, 520_000, 7)
+    data.write_tokens(d / "val.bin", counting[260_000:].astype(np.uint16), 128, 80_000, 7)
+    (d / "meta.json").write_text(json.dumps({"name": "toy", "vocab_size": 128, "tokenizer": "none", "eot_id": 0, "fingerprint": 7}))
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=128))
+    return d, model
+
+
+def test_scores_are_the_model_loss_and_the_file_is_the_kept_batches(toy, tmp_path):
+    d, model = toy
+    tokens = data.read_tokens(d / "train.bin")
+    rows, seq_len, n_batches = 4, 32, 9
+    scores = multiround.score_batches(model, tokens, n_batches, rows, seq_len, micro_rows=3)  # 3 does not divide 4
+    assert scores.dtype == torch.float64 and scores.shape == (n_batches,) and model.training
+    model.eval()
+    with torch.no_grad():
+        for i in range(n_batches):
+            start = i * rows * seq_len
+            x = torch.from_numpy(tokens[start:start + rows * seq_len + 1].astype(np.int64))
+            windows = torch.stack([x[j * seq_len:(j + 1) * seq_len + 1] for j in range(rows)])
+            assert abs(scores[i].item() - model(windows[:, :-1], windows[:, 1:])[1].item()) < 1e-5
+    model.train()
+    keep = multiround.sample_hard_batches(scores, 4, generator=torch.Generator().manual_seed(1))
+    probs = multiround.hard_batch_probs(scores)
+    info = data.file_info(d / "train.bin")
+    multiround.write_selection(tmp_path / "sel.bin", tokens, keep, rows * seq_len, scores, probs, info, selection="loss")
+    written = data.read_tokens(tmp_path / "sel.bin", vocab_size=128, fingerprint=7)
+    bt = rows * seq_len
+    expected = np.concatenate([tokens[i * bt:(i + 1) * bt] for i in keep.tolist()])
+    assert np.array_equal(written[:-1], expected) and written[-1] == tokens[(keep[-1].item() + 1) * bt]
+    index = json.loads((tmp_path / "sel.json").read_text())
+    assert index["batch_ids"] == keep.tolist() and index["n_batches"] == n_batches and index["n_keep"] == 4
+    assert np.allclose(index["losses"], scores[keep].numpy(), atol=1e-6) and np.allclose(index["probs"], probs[keep].numpy())
+
+
+SCORER = """
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, {root!r})
+import data, multiround
+from model import GPT, GPTConfig
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+model = GPT(GPTConfig.from_preset("nano", vocab_size=128))
+scores = multiround.score_batches(model, data.read_tokens({bin!r}), 7, 4, 32, micro_rows=2)
+torch.save(scores, {out!r} + str(dist.get_rank()))
+"""
+
+
+def test_two_process_scoring_equals_one_process(toy, tmp_path):
+    d, model = toy
+    script = tmp_path / "score.py"
+    script.write_text(SCORER.format(root=str(ROOT), bin=str(d / "train.bin"), out=str(tmp_path / "scores")))
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)],
+                   check=True, capture_output=True, cwd=tmp_path)
+    single = multiround.score_batches(model, data.read_tokens(d / "train.bin"), 7, 4, 32, micro_rows=2)
+    for rank in range(2):  # 7 batches: rank 0 scores 4, rank 1 scores 3; both return all 7
+        torch.testing.assert_close(torch.load(tmp_path / f"scores{rank}"), single, rtol=1e-6, atol=1e-6)
+
+
+FLAGS = ["--preset", "nano", "--seq_len", "64", "--batch_tokens", "1024", "--micro_batch", "8", "--eval_tokens", "4096",
+         "--log_every", "5", "--eval_every", "50", "--ckpt_every", "5", "--max_tokens", "20480", "--lr", "3e-3"]
+
+
+def run_main_mr(monkeypatch, *flags):
+    monkeypatch.setattr(sys, "argv", ["multiround.py", *map(str, flags)])
+    multiround.cli(multiround.main)
+
+
+def test_script_prefers_hard_batches_compares_and_resumes_in_the_right_round(toy, tmp_path, monkeypatch, capsys):
+    d, _ = toy
+    out = tmp_path / "run"
+    run_main_mr(monkeypatch, "--data_dir", d, "--out_dir", out, *FLAGS, "--rounds", 2, "--compare", "--temperature", 0.25)
+    first = capsys.readouterr().out
+    assert "| 2 | 30,720 |" in first and "val loss, uniform" in first
+    hard = json.loads((out / "round2" / "selected.json").read_text())
+    uniform = json.loads((out / "uniform_round2" / "selected.json").read_text())
+    assert hard["n_keep"] == uniform["n_keep"] == 10 and hard["n_batches"] == 20
+    assert (out / "round2" / "selected.bin").stat().st_size == 64 + 2 * (10 * 1024 + 1)
+    # the odd batches are noise (loss ~ln 128, the others ~1 nat less): at temperature 0.25 their weight is
+    # ~50x larger, so the loss-weighted draw keeps (nearly) only them; the uniform one about half
+    noisy = lambda ids: sum(i % 2 for i in ids)  # noqa: E731
+    assert noisy(hard["batch_ids"]) >= 9 and noisy(uniform["batch_ids"]) <= 7
+    assert sorted(hard["all_losses"][1::2])[0] > sorted(hard["all_losses"][0::2])[-1]  # noise scores higher
+    results = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["run"] for r in results] == ["round1", "round2", "uniform_round2"]
+    loss = {r["run"]: r["val_loss"] for r in results}  # val is clean counting; ln 128 = 4.85 is chance
+    assert loss["round1"] < 4.3 and loss["uniform_round2"] < loss["round1"] - 0.2
+    assert loss["round2"] > loss["round1"]  # round 2 really trained on its (noise-only) selection
+    # a third round on --resume: rounds 1-2 return from their finished checkpoints, only round 3 trains
+    run_main_mr(monkeypatch, "--data_dir", d, "--out_dir", out, *FLAGS, "--rounds", 3, "--resume", "--temperature", 0.25)
+    again = capsys.readouterr().out
+    assert again.count("is finished; skipping this run") == 2 and "round3: scored 20 batches" in again
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["val_loss"] for r in rows[:2]] == [r["val_loss"] for r in results[:2]]
+    assert (out / "round3" / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--keep", "0"], "--keep 0.0 must lie in (0, 1]"),
+    (["--keep", "1.5"], "--keep 1.5 must lie in (0, 1]"),
+    (["--batch_tokens", "524288", "--max_tokens", "524288"], "--batch_tokens 524288 is larger than train.bin"),
+    (["--keep", "2", "--lr", "-1"], "--lr must be positive and --max_tokens/--max_steps non-negative; --keep 2.0"),
+    (["--init_from", "VOCAB"], "has vocabulary 64, but the data"),
+])
+def test_bad_input_is_one_clear_line_mr(toy, tmp_path, monkeypatch, capsys, flags, message):
+    d, _ = toy
+    if "VOCAB" in flags:
+        other = GPT(GPTConfig.from_preset("nano", vocab_size=64))
+        torch.save({"model_args": other.model_args(), "model": other.state_dict()}, tmp_path / "v64.pt")
+        flags = ["--init_from", tmp_path / "v64.pt"]
+    with pytest.raises(SystemExit) as e:
+        run_main_mr(monkeypatch, "--data_dir", d, "--out_dir", tmp_path / "o", *FLAGS, *flags)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and message in err, err
+
+
+# --- bench.py --------------------------------------------------------------------------------------------
+SMALL_bench = ["--preset", "nano", "--seq_len", "32", "--micro_batch", "4", "--batch_tokens", "256", "--steps", "2",
+         "--warmup", "1", "--eval_tokens", "512"]
+
+
+def bench(*flags, check=True):
+    res = subprocess.run([sys.executable, str(ROOT / "bench.py"), *map(str, flags)], capture_output=True, text=True, cwd=ROOT)
+    if check and res.returncode != 0:
+        raise AssertionError(f"bench.py failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
+    return res
+
+
+@pytest.fixture(scope="module")
+def toy_data_bench(tmp_path_factory):
+    d = tmp_path_factory.mktemp("toy")
+    stream = (np.arange(60_000) * 7) % 120 + 8
+    data.write_tokens(d / "train.bin", stream[:50_000].astype(np.uint16), 128, 100_000, 0)
+    data.write_tokens(d / "val.bin", stream[50_000:].astype(np.uint16), 128, 20_000, 0)
+    (d / "meta.json").write_text(json.dumps({"name": "toy", "vocab_size": 128, "tokenizer": "none", "eot_id": 0}))
+    return d
+
+
+def test_help_lists_the_benchmark_flags():
+    out = bench("--help").stdout
+    for flag in ("--parts", "--patch_sizes", "--steps", "--warmup", "--modes", "--prepare_mb", "--json"):
+        assert flag in out
+
+
+def test_smoke_run_writes_a_complete_table_and_json(toy_data_bench, tmp_path):
+    out = tmp_path / "bench.json"
+    res = bench("--data_dir", toy_data_bench, *SMALL_bench, "--patch_sizes", "2,4", "--parts", "token,patch,eval,data", "--json", out)
+    result = json.loads(out.read_text())
+    rows = {r["run"]: r for r in result["training"]}
+    assert list(rows) == ["token", "patch K=2", "patch K=4"]
+    assert rows["token"]["x_token"] == pytest.approx(1.0)
+    for k, r in zip((1, 2, 4), rows.values()):
+        assert r["row_tokens"] == 32 * k and r["micro_batch"] * r["row_tokens"] <= 256
+        assert r["tok_per_s"] > 0 and 0 <= r["data_wait"] < 1 and r["peak_mib"] > 0
+        # tok/s and ms/step are the same measurement: tokens per step / seconds per step
+        assert r["tok_per_s"] * r["ms_per_step"] / 1000 == pytest.approx(256, rel=1e-6)
+        assert r["mfu"] is None  # no MFU on CPU
+    assert rows["patch K=4"]["x_token"] == pytest.approx(rows["patch K=4"]["tok_per_s"] / rows["token"]["tok_per_s"])
+    assert result["eval"]["tokens"] == (512 - 1) // 32 * 32 and result["eval"]["tok_per_s"] > 0
+    assert result["data"]["batches_per_s"] > 0
+    assert "patch K=4" in res.stdout and "x token" in res.stdout  # the printed table
+
+
+def test_timed_batches_counts_every_read_and_restores_the_reader():
+    import bench
+    original = data.BatchStream.next_micro
+    waits = []
+    stream = data.BatchStream(np.arange(1000, dtype=np.uint16), 2, 8, accum=3)
+    with bench.timed_batches(waits):
+        rows = [stream.next_micro() for _ in range(5)]
+    assert len(waits) == 5 and all(w >= 0 for w in waits)
+    assert data.BatchStream.next_micro is original
+    assert rows[1][0, 0].item() == 16  # the wrapped reader returns what the reader returns
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--parts", "token,speed"], "--parts"),
+    (["--patch_sizes", "1,4"], "--patch_sizes"),
+    (["--patch_sizes", "3"], "not a multiple of K x seq_len"),
+    (["--steps", "0"], "--steps"),
+    (["--modes", "fp16"], "--modes"),
+    (["--preset", "tiyn"], "did you mean 'tiny'"),
+])
+def test_bad_flags_are_one_line(toy_data_bench, flags, needle):
+    res = bench("--data_dir", toy_data_bench, *SMALL_bench, *flags, check=False)
+    assert res.returncode == 2
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_prepare_needs_a_tokenizer_and_says_so(toy_data_bench):
+    res = bench("--data_dir", toy_data_bench, *SMALL_bench, "--parts", "prepare", check=False)
+    assert res.returncode == 2 and "tokenizer" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr

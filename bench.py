@@ -1,0 +1,330 @@
+"""
+How fast this repository trains on this machine: one command, one table, also written as JSON.
+
+  python bench.py                                     # tiny model, built-in corpus, CPU: a few minutes
+  python bench.py --parts token,patch --steps 20      # only the training rows, more steps
+  python bench.py --preset tiny-gpt2 --parts token    # the GPT-2 flavour (compared with nanoGPT in README.md)
+  python bench.py --preset gpt2 --seq_len 1024 --micro_batch 16 --batch_tokens 65536 --device cuda
+                                                      # on a GPU: fp32 and bf16 + torch.compile rows, with MFU
+
+Side by side, in one process:
+  token, patch K  training tok/s and ms per optimizer step through train.py's own loop, token level and patch
+                  level (patch_train.patch_loss) at each K, with the same model, weights and tokens per step;
+                  medians over --steps steps after --warmup steps. `x token` is the patch/token tok/s ratio (ideal
+                  K). `data wait` is the share of step time spent inside BatchStream.next_micro.
+  eval            evaluation tok/s (train.evaluate, forward only)
+  data            BatchStream's own batches/s on train.bin (warm page cache)
+  prepare         data.py's throughput in MB of text/s with 1 process and with every core on a subset of the
+                  stdlib corpus: tokenizing alone, preparing with the data set's tokenizer, and preparing with a
+                  newly trained BPE (whose training is serial, so it caps that row's speed-up)
+Peak memory is the process's peak RSS during each row on CPU, and the peak allocated by tensors on CUDA.
+"""
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import data
+import train
+from patch_train import patch_loss_fn, patch_micro_batch
+from train import UsageError, add_train_args, build_model, check_args, cli, print0, setup
+
+PARTS = ("token", "patch", "eval", "data", "prepare")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+# --- measuring ------------------------------------------------------------------------------------------
+def reset_peak_memory(device):
+    """Restart the peak counter: CUDA's allocator statistics, or Linux's peak RSS (VmHWM) via clear_refs."""
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        with contextlib.suppress(OSError):
+            Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mib(device):
+    """Peak since reset_peak_memory: tensors allocated on CUDA, or the process's resident set on CPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    import resource  # no /proc (macOS): the lifetime peak, which cannot be reset; bytes on macOS, KiB elsewhere
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+@contextlib.contextmanager
+def timed_batches(waits):
+    """Append the seconds of every BatchStream.next_micro call made inside the block to `waits`. train() builds
+    its own stream, so the method is wrapped for the block's duration; nothing else changes."""
+    original = data.BatchStream.next_micro
+
+    def next_micro(self):
+        t = time.perf_counter()
+        rows = original(self)
+        waits.append(time.perf_counter() - t)
+        return rows
+
+    data.BatchStream.next_micro = next_micro
+    try:
+        yield waits
+    finally:
+        data.BatchStream.next_micro = original
+
+
+def time_training(args, ctx, vocab_size, patch_size=1):
+    """warmup + steps optimizer steps of train.train() on a fresh model (same seed, same weights for every row),
+    logging every step; medians over the steps after the warm-up. patch_size > 1 trains at patch level the way
+    patch_train.py's phase 1 does: rows of K x seq_len tokens, each step the same batch_tokens."""
+    torch.manual_seed(args.seed)
+    model = build_model(args, vocab_size)
+    run_args = argparse.Namespace(**{**vars(args), "max_steps": args.warmup + args.steps, "log_every": 1,
+                                     "eval_every": 10**9, "ckpt_every": 10**9, "eval_tokens": args.seq_len + 1,
+                                     "resume": False, "patch_size": patch_size})
+    patch = patch_size > 1
+    flops_per_token = model.flops_per_token(args.seq_len) / patch_size  # the body runs once per K tokens
+    waits = []
+    reset_peak_memory(ctx.device)
+    with tempfile.TemporaryDirectory() as out_dir, timed_batches(waits), contextlib.redirect_stdout(io.StringIO()):
+        train.train(model, run_args, ctx, out_dir=out_dir, loss_fn=patch_loss_fn(patch_size) if patch else train.token_loss,
+                    seq_len=patch_size * args.seq_len, micro_batch=patch_micro_batch(run_args, ctx.world) if patch else None,
+                    flops_per_token=flops_per_token)
+        log = [json.loads(line) for line in open(os.path.join(out_dir, "log.jsonl"))]
+    memory = peak_memory_mib(ctx.device)
+    accum = len(waits) // len(log)  # next_micro calls per optimizer step
+    step_s = [args.batch_tokens / row["tok_per_s"] for row in log][args.warmup:]
+    wait_s = [sum(waits[i * accum:(i + 1) * accum]) for i in range(len(log))][args.warmup:]
+    tok_per_s = args.batch_tokens / statistics.median(step_s)
+    peak = train.peak_flops(ctx)
+    return dict(tok_per_s=tok_per_s, ms_per_step=1000 * statistics.median(step_s),
+                step_ms_min_max=[1000 * min(step_s), 1000 * max(step_s)], data_wait=sum(wait_s) / sum(step_s),
+                peak_mib=memory, mfu=tok_per_s * flops_per_token / peak if peak else None,
+                micro_batch=patch_micro_batch(run_args, ctx.world) if patch else args.micro_batch,
+                row_tokens=patch_size * args.seq_len, flops_per_token=flops_per_token)
+
+
+def time_eval(args, ctx, vocab_size, repeats=3):
+    """train.evaluate over --eval_tokens validation tokens: median of `repeats` passes after one warm-up pass."""
+    torch.manual_seed(args.seed)
+    model = build_model(args, vocab_size).to(ctx.device)
+    n_val = data.file_info(os.path.join(args.data_dir, "val.bin"))["n_tokens"]
+    tokens = (min(args.eval_tokens, n_val) - 1) // args.seq_len * args.seq_len  # the windows evaluate() reads
+    reset_peak_memory(ctx.device)
+    seconds = []
+    for _ in range(1 + repeats):
+        t = time.perf_counter()
+        train.evaluate(model, args, ctx)
+        sync(ctx.device)
+        seconds.append(time.perf_counter() - t)
+    return dict(tok_per_s=tokens / statistics.median(seconds[1:]), tokens=tokens, peak_mib=peak_memory_mib(ctx.device))
+
+
+def time_batches(args, seconds=1.0):
+    """BatchStream alone: how many [micro_batch, seq_len + 1] batches per second it reads from train.bin."""
+    tokens = data.read_tokens(os.path.join(args.data_dir, "train.bin"))
+    accum = args.batch_tokens // (args.micro_batch * args.seq_len)
+    stream = data.BatchStream(tokens, args.micro_batch, args.seq_len, accum=accum)
+    for _ in range(10):  # touch the first pages
+        stream.next_micro()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        stream.next_micro()
+        n += 1
+    dt = time.perf_counter() - t0
+    return dict(batches_per_s=n / dt, tok_per_s=n * args.micro_batch * args.seq_len / dt)
+
+
+def time_prepare(args, procs):
+    """data.py on a ~prepare_mb subset of the stdlib corpus (every n-th file), with 1 and with `procs`
+    processes: tokenize() alone, prepare() with the data set's tokenizer, prepare() training a new BPE; and
+    the BPE training alone, which is serial (one thread, for determinism)."""
+    docs = data.stdlib_documents()[0]
+    stride = max(1, round(sum(map(len, docs)) / (args.prepare_mb * 1e6)))
+    docs = docs[::stride]
+    mb = sum(len(d.encode("utf-8")) for d in docs) / 1e6
+    meta = data.load_meta(args.data_dir)
+    spec = str(Path(args.data_dir) / meta["tokenizer"]) if meta["tokenizer"].endswith((".model", ".tiktoken")) else meta["tokenizer"]
+    vocab_size = meta["vocab_size"] if spec.endswith(".model") else 8192
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):  # data.py's progress lines
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for k, doc in enumerate(docs):
+            (src / f"{k:05d}.py").write_text(doc, encoding="utf-8", newline="")
+        jobs = {"tokenize only": lambda n: data.tokenize(docs, spec, n, "bench"),
+                "prepare, data set's tokenizer": lambda n: data.prepare([str(src)], out_dir=tmp, name=f"given{n}",
+                                                                        tokenizer=spec, num_proc=n),
+                "prepare, training a BPE": lambda n: data.prepare([str(src)], out_dir=tmp, name=f"bpe{n}",
+                                                                  vocab_size=vocab_size, num_proc=n)}
+        for name, job in jobs.items():
+            seconds = {}
+            for n in sorted({1, procs}):
+                t = time.perf_counter()
+                job(n)
+                seconds[n] = time.perf_counter() - t
+            rows[name] = dict(seconds=seconds, mb_per_s={n: mb / s for n, s in seconds.items()},
+                              speedup=seconds[1] / seconds[procs])
+        t = time.perf_counter()
+        data.train_sentencepiece(docs, vocab_size)
+        rows["of which BPE training (serial)"] = dict(seconds={1: time.perf_counter() - t})
+    return dict(mb=mb, documents=len(docs), procs=procs, rows=rows)
+
+
+# --- the script -----------------------------------------------------------------------------------------
+def modes_of(args, ctx):
+    """[(label, dtype, compile)]: --modes, or what --dtype/--compile give plus bf16 + compile on CUDA."""
+    labels = args.modes.split(",") if args.modes else [("bf16" if ctx.dtype == torch.bfloat16 else "fp32")
+                                                       + ("+compile" if args.compile else "")]
+    if not args.modes and ctx.device.startswith("cuda") and "bf16+compile" not in labels:
+        labels.append("bf16+compile")
+    return [(label, DTYPES[label.split("+")[0]], label.endswith("+compile")) for label in labels]
+
+
+def check_bench_args(args, ctx):
+    """Every flag problem at once, in one line, before any work."""
+    problems = []
+    parts = args.parts.split(",")
+    if not set(parts) <= set(PARTS):
+        problems.append(f"--parts {args.parts}: choose from {','.join(PARTS)}")
+    try:
+        patch_sizes = [int(k) for k in args.patch_sizes.split(",")]
+    except ValueError:
+        patch_sizes = [0]
+    if min(patch_sizes) < 2:
+        problems.append(f"--patch_sizes {args.patch_sizes}: comma-separated integers >= 2")
+    for k in patch_sizes if min(patch_sizes) >= 2 and args.seq_len > 0 else []:
+        if args.batch_tokens % (k * args.seq_len):
+            problems.append(f"--batch_tokens {args.batch_tokens} is not a multiple of K x seq_len = {k} x {args.seq_len}: "
+                            "patch rows must fill whole steps of the same tokens")
+    if args.steps < 1 or args.warmup < 1:
+        problems.append(f"--steps {args.steps} and --warmup {args.warmup} must be >= 1 (the first steps are never timed)")
+    if args.prepare_mb <= 0:
+        problems.append(f"--prepare_mb {args.prepare_mb} must be positive")
+    for mode in args.modes.split(",") if args.modes else []:
+        if mode not in ("fp32", "bf16", "fp32+compile", "bf16+compile"):
+            problems.append(f"--modes {mode}: choose from fp32, bf16, fp32+compile, bf16+compile")
+    if ctx.world > 1:
+        problems.append("bench.py times one process; run it without torchrun")
+    try:
+        check_args(args, ctx)
+    except UsageError as e:
+        problems.append(str(e))
+    if problems:
+        raise UsageError("; ".join(problems))
+    return parts, patch_sizes
+
+
+def table(result):
+    """The report: training rows, then eval, the batch iterator and data preparation."""
+    c = result["config"]
+    lines = [f"bench.py | {c['preset']} ({c['flavour']}, {c['params'] / 1e6:.2f}M params) | seq_len {c['seq_len']} | "
+             f"{c['batch_tokens']:,} tokens/step | {c['device']}, {c['threads']} threads, torch {c['torch']} | "
+             f"median of {c['steps']} steps after {c['warmup']}"
+             + (f" | load average {c['load_average'][0]:.1f} at start" if c["load_average"] else "")]
+    if result["training"]:
+        head = f"{'run':<12} {'mode':<13} {'rows':>9} {'tok/s':>10} {'ms/step':>9} {'x token':>8} {'data wait':>10} {'peak MiB':>9} {'MFU':>6}"
+        lines += [head, "-" * len(head)]
+        for r in result["training"]:
+            mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+            ratio = f"{r['x_token']:.2f}x" if r.get("x_token") else "-"
+            lines.append(f"{r['run']:<12} {r['mode']:<13} {r['micro_batch']:>3} x {r['row_tokens']:<4} {r['tok_per_s']:>10,.0f} "
+                         f"{r['ms_per_step']:>9.1f} {ratio:>8} {100 * r['data_wait']:>9.3f}% {r['peak_mib']:>9.0f} {mfu:>6}")
+    if "eval" in result:
+        e = result["eval"]
+        lines.append(f"eval: {e['tok_per_s']:,.0f} tok/s (forward only, {e['tokens']:,} tokens, peak {e['peak_mib']:.0f} MiB)")
+    if "data" in result:
+        d = result["data"]
+        lines.append(f"BatchStream alone: {d['batches_per_s']:,.0f} batches/s of {c['micro_batch']} x {c['seq_len'] + 1} "
+                     f"tokens = {d['tok_per_s'] / 1e6:,.1f}M tok/s")
+    if "prepare" in result:
+        p, n = result["prepare"], result["prepare"]["procs"]
+        lines.append(f"data.py on {p['mb']:.1f} MB of stdlib text ({p['documents']} files): 1 process vs {n}")
+        for name, r in p["rows"].items():
+            s = r["seconds"]
+            if "speedup" in r:
+                lines.append(f"  {name:<31} {s[1]:6.1f} s {r['mb_per_s'][1]:5.2f} MB/s | {s[n]:6.1f} s "
+                             f"{r['mb_per_s'][n]:5.2f} MB/s | {r['speedup']:.2f}x")
+            else:
+                lines.append(f"  {name:<31} {s[1]:6.1f} s")
+    return "\n".join(lines)
+
+
+def main():
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    g = parser.add_argument_group("benchmark")
+    g.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated from {','.join(PARTS)}")
+    g.add_argument("--patch_sizes", default="2,4,8", help="the K of the patch-level rows, comma-separated")
+    g.add_argument("--steps", type=int, default=8, help="timed optimizer steps per training row (the median is reported)")
+    g.add_argument("--warmup", type=int, default=2, help="untimed optimizer steps before them (allocator, caches, compile)")
+    g.add_argument("--modes", default="", help="training variants, comma-separated from fp32, bf16, fp32+compile, "
+                   "bf16+compile (default: what --dtype/--compile give, plus bf16+compile on CUDA)")
+    g.add_argument("--prepare_mb", type=float, default=4.0, help="MB of stdlib text for the data.py preparation rows")
+    g.add_argument("--json", default="out/bench.json", help="write the results here as JSON")
+    parser.set_defaults(batch_tokens=8192, eval_tokens=32768)
+    args = parser.parse_args()
+    ctx = setup(args)
+    parts, patch_sizes = check_bench_args(args, ctx)
+    meta = data.load_meta(args.data_dir)
+    torch.manual_seed(args.seed)
+    model = build_model(args, meta["vocab_size"])
+    if args.seq_len > model.config.block_size:
+        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    data.BatchStream(data.read_tokens(os.path.join(args.data_dir, "train.bin"), vocab_size=meta["vocab_size"]),
+                     args.micro_batch, max(patch_sizes) * args.seq_len)  # a too-short train.bin fails now
+    if "prepare" in parts:
+        data.load_tokenizer(args.data_dir)  # the preparation rows re-tokenize with it: fail now if it cannot load
+    print0(json.dumps(vars(args)))
+    config = dict(preset=args.preset, flavour=model.config.flavour, params=model.num_params(), seq_len=args.seq_len,
+                  batch_tokens=args.batch_tokens, micro_batch=args.micro_batch, steps=args.steps, warmup=args.warmup,
+                  device=torch.cuda.get_device_name(ctx.device) if ctx.device.startswith("cuda") else f"cpu ({platform.processor() or platform.machine()})",
+                  threads=torch.get_num_threads(), cpus=os.cpu_count(), torch=torch.__version__, python=platform.python_version(),
+                  load_average=os.getloadavg() if hasattr(os, "getloadavg") else None)  # other work on the machine skews timings
+    result = dict(config=config, args=vars(args), training=[])
+    if "prepare" in parts:  # first: its worker processes fork a process that has not yet run torch's thread pool
+        print0("timing data.py preparation ...")
+        result["prepare"] = time_prepare(args, os.cpu_count() or 1)
+    for label, dtype, compile_ in modes_of(args, ctx):
+        mode_args, mode_ctx = argparse.Namespace(**{**vars(args), "compile": compile_}), replace(ctx, dtype=dtype)
+        token = None
+        for k in ([1] if "token" in parts else []) + (patch_sizes if "patch" in parts else []):
+            name = "token" if k == 1 else f"patch K={k}"
+            print0(f"timing {name} ({label}) ...")
+            row = dict(run=name, mode=label, patch_size=k, **time_training(mode_args, mode_ctx, meta["vocab_size"], k))
+            token = row if k == 1 else token
+            row["x_token"] = row["tok_per_s"] / token["tok_per_s"] if token else None
+            result["training"].append(row)
+    if "eval" in parts:
+        print0("timing evaluation ...")
+        result["eval"] = time_eval(args, ctx, meta["vocab_size"])
+    if "data" in parts:
+        result["data"] = time_batches(args)
+    print0(table(result))
+    if args.json:
+        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
+        with open(args.json + ".tmp", "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(args.json + ".tmp", args.json)
+        print0(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    cli(main)

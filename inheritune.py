@@ -1,0 +1,341 @@
+"""
+Inheritune (Sanyal et al. 2024, arXiv 2404.08634) and PanGu-pi-Pro-style parameter inheritance (Tang et al.
+2024, arXiv 2402.02791): start a small model from some layers (and optionally the most important heads and
+channels) of a bigger reference model, then train it.
+
+  python data.py && python inheritune.py       # trains an 8-layer reference, then the v2 search (~10 min, 2 CPU cores)
+  python inheritune.py --reference out_inheritune/reference/ckpt.pt --mode v1 --n_layer 4 --out_dir out_v1
+  python data.py --tokenizer gpt2 --name stdlib-gpt2 && python inheritune.py --reference path/to/hf-gpt2 \
+      --data_dir data/stdlib-gpt2              # a local Hugging Face GPT-2 or Llama folder as the reference
+  python inheritune.py --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor   # PanGu-pi-Pro style
+  torchrun --nproc_per_node=2 inheritune.py --resume
+
+v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
+loss after T tokens, inherit n = k/2 layers, train T tokens (fresh optimizer, full schedule) and evaluate;
+while worse than the reference, n += 2 and inherit again from the reference; stop at a match or at n = k.
+Then a random-init model of the final shape is trained the same way (and for 2T with --compare).
+v1 (the paper's low-data recipe): inherit --n_layer layers, train --epochs epochs over the first
+--subset_tokens tokens of train.bin (the paper: 13 of OpenLLaMA-3B's 26 layers, 8 epochs over 1B tokens).
+
+Inherited: the chosen blocks (with their norms), the token embedding, learned positions (GPT-2), final
+norm and head, ties kept. The official code leaves the embedding (v1), positions and final norm
+(v1 and v2) behind; this does not. Each trial trains in its own subfolder of --out_dir, so --resume
+continues in the right one and finished ones return at once.
+"""
+import argparse
+import dataclasses
+import json
+import os
+
+import torch
+import torch.distributed as dist
+
+import data
+from model import GPT
+from train import UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup, token_loss, train
+
+LAYER_CHOICES = ("first", "last", "even", "ends")
+
+
+# --- depth: which reference blocks to keep ---------------------------------------------------------------
+def choose_layers(n_ref, n, how="first"):
+    """Indices of the n reference layers (of n_ref) to inherit. first: 0..n-1 (Inheritune's step 1, the
+    default); last: the top n (the paper's 'lazy layers' ablation, which behaves like random init);
+    even: evenly spaced from the first to the last layer; ends: the first ceil(n/2) and the last
+    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most)."""
+    if how == "first":
+        return list(range(n))
+    if how == "last":
+        return list(range(n_ref - n, n_ref))
+    if how == "even":  # integer rounding of i*(n_ref-1)/(n-1): a step >= 1 keeps the indices distinct
+        return [(i * (n_ref - 1) + (n - 1) // 2) // (n - 1) for i in range(n)] if n > 1 else [0]
+    if how == "ends":
+        n_front = (n + 1) // 2
+        return list(range(n_front)) + list(range(n_ref - (n - n_front), n_ref))
+    raise ValueError(f"unknown layer choice {how!r}: choose {', '.join(LAYER_CHOICES)} or a list like 0,1,7")
+
+
+def layer_problem(layers, n_ref):
+    """Why a layer list cannot be inherited from an n_ref-layer model, or None."""
+    if not layers:
+        return "no layers chosen"
+    if len(set(layers)) != len(layers):
+        return f"layers {layers} repeat an index"
+    if min(layers) < 0 or max(layers) >= n_ref:
+        return f"layers {layers} fall outside 0..{n_ref - 1} (the reference has {n_ref} layers)"
+    return None
+
+
+def inherit_layers(reference, layers):
+    """Inheritune step 1: a new model whose block i is a copy of reference block layers[i], with
+    the reference's token embedding, learned positions, final norm and head (tied stays tied).
+    Only n_layer changes in the config, so the result rebuilds from model_args()."""
+    student = GPT(dataclasses.replace(reference.config, n_layer=len(layers)))
+    source = {f"blocks.{new}.": f"blocks.{old}." for new, old in enumerate(layers)}
+    ref_state, state = reference.state_dict(), {}
+    for name in student.state_dict():
+        prefix = ".".join(name.split(".")[:2]) + "."
+        state[name] = ref_state[source[prefix] + name[len(prefix):]] if prefix in source else ref_state[name]
+    student.load_state_dict(state)
+    return student.to(next(reference.parameters()).device)
+
+
+# --- width: heads, FFN channels and hidden channels (PanGu-pi Pro) ------------------------------------------
+def width_slices(cfg, name):
+    """For parameter `name`, the (dim, group, index) triples saying which group each position along dim
+    belongs to: group 'hidden' (residual channels, shared by every layer, the embeddings and the norms,
+    since the residual stream ties them), 'heads.i' (a kv head with the n_head/n_kv_head query heads that
+    share it, so whole GQA groups go) and 'ffn.i' (FFN channels of layer i)."""
+    C, H, K, D = cfg.n_embd, cfg.n_head, cfg.n_kv_head, cfg.head_dim
+    hidden, ffn = torch.arange(C), torch.arange(cfg.ffn_hidden)
+    q_group = (torch.arange(H) // (H // K)).repeat_interleave(D)  # kv group of each query row / proj column
+    qkv_group = torch.cat([q_group, torch.arange(K).repeat_interleave(D).repeat(2)])  # rows [Q; K; V]
+    parts = name.split(".")
+    layer, kind = (parts[1], ".".join(parts[2:])) if parts[0] == "blocks" else (None, name)
+    heads, mlp = (f"heads.{layer}", f"ffn.{layer}")
+    if kind.split(".")[0] in ("wte", "wpe", "lm_head"):
+        return [(1, "hidden", hidden)]
+    if kind.split(".")[0] in ("ln_f", "ln_1", "ln_2") or kind in ("attn.proj.bias", "mlp.proj.bias"):
+        return [(0, "hidden", hidden)]
+    return {"attn.qkv.weight": [(0, heads, qkv_group), (1, "hidden", hidden)],
+            "attn.qkv.bias": [(0, heads, qkv_group)],
+            "attn.proj.weight": [(0, "hidden", hidden), (1, heads, q_group)],
+            "mlp.fc.weight": [(0, mlp, ffn), (1, "hidden", hidden)],
+            "mlp.gate.weight": [(0, mlp, ffn), (1, "hidden", hidden)],
+            "mlp.fc.bias": [(0, mlp, ffn)],
+            "mlp.proj.weight": [(0, "hidden", hidden), (1, mlp, ffn)]}[kind]
+
+
+def group_sums(model, per_weight):
+    """Sum a per-weight quantity {parameter name: tensor} into one score per head group and channel."""
+    scores = {}
+    for name, value in per_weight.items():
+        for dim, group, index in width_slices(model.config, name):
+            along = value.float().transpose(0, dim).reshape(value.shape[dim], -1).sum(1) if value.dim() > 1 else value.float()
+            scores.setdefault(group, torch.zeros(int(index.max()) + 1)).index_add_(0, index, along.cpu())
+    return scores
+
+
+def weight_norm_scores(model):
+    """Importance of a group = the L2 norm of every weight that belongs to it (the 'L2' criterion of
+    PanGu-pi Pro's comparison of criteria)."""
+    scores = group_sums(model, {n: p.detach() ** 2 for n, p in model.named_parameters()})
+    return {group: s.sqrt() for group, s in scores.items()}
+
+
+def taylor_scores(model, batches, loss_fn=token_loss):
+    """First-order Taylor importance (Molchanov et al. 2019; PanGu-pi Pro's 'Taylor' criterion):
+    |sum over the group's weights of w * dL/dw|, the linearised loss change when the group is zeroed,
+    with the gradient of the mean loss over `batches`."""
+    model.zero_grad(set_to_none=True)
+    for batch in batches:
+        (loss_fn(model, batch) / len(batches)).backward()
+    scores = group_sums(model, {n: p.detach() * p.grad for n, p in model.named_parameters()})
+    model.zero_grad(set_to_none=True)
+    return {group: s.abs() for group, s in scores.items()}
+
+
+def reduce_width(model, n_head, ffn_hidden, scores):
+    """A narrower copy keeping the top-scoring n_head query heads (as whole kv groups), ffn_hidden FFN
+    channels per layer, and n_head*head_dim hidden channels: one selection shared by all layers (this
+    model ties attention width to n_embd, as PanGu-pi-1B Pro's 1792 = 14 x 128 does). Kept positions
+    stay in their original order. Returns (model, {group: kept indices})."""
+    cfg = model.config
+    per_group = cfg.n_head // cfg.n_kv_head
+    new_cfg = dataclasses.replace(cfg, n_head=n_head, n_kv_head=n_head // per_group, n_embd=n_head * cfg.head_dim, ffn_hidden=ffn_hidden)
+    size = {"hidden": new_cfg.n_embd, "heads": new_cfg.n_kv_head, "ffn": ffn_hidden}
+    keep = {group: s.topk(size[group.split(".")[0]]).indices.sort().values for group, s in scores.items()}
+    state = {}
+    for name, t in model.state_dict().items():
+        for dim, group, index in width_slices(cfg, name):
+            t = t.index_select(dim, torch.isin(index, keep[group]).nonzero().squeeze(1).to(t.device))
+        state[name] = t
+    narrow = GPT(new_cfg)
+    narrow.load_state_dict(state)
+    return narrow.to(next(model.parameters()).device), keep
+
+
+# --- Inheritune v2: grow the inherited depth until the reference's loss is matched --------------------------
+def inheritune_v2(reference, reference_loss, train_and_evaluate, start=None, step=2, how="first", shrink=None):
+    """Inheritune v2 (Sanyal et al. 2024, full-data setting): n = start (default k/2); inherit n layers from the
+    reference (always afresh, never from the previous trial), optionally shrink the width, train and
+    evaluate with train_and_evaluate(student, n) -> val loss; stop when it is <= reference_loss or
+    n = k, else n += step. Returns [(n, val loss), ...]."""
+    k = len(reference.blocks)
+    n, history = start or max(1, k // 2), []
+    while True:
+        student = inherit_layers(reference, choose_layers(k, n, how))
+        loss = train_and_evaluate(shrink(student) if shrink else student, n)
+        history.append((n, loss))
+        if loss <= reference_loss or n >= k:
+            return history
+        n = min(n + step, k)
+
+
+# --- the script ------------------------------------------------------------------------------------------
+def parse_layers(spec):
+    """--layers: a choice name, or an explicit comma list of reference layer indices (kept in that order)."""
+    if spec in LAYER_CHOICES:
+        return spec
+    try:
+        return [int(i) for i in spec.split(",")]
+    except ValueError:
+        raise UsageError(f"--layers {spec!r}: choose {', '.join(LAYER_CHOICES)} or a comma list of layer indices like 0,1,7") from None
+
+
+def check_reference(args, reference, vocab_size, how):
+    """Every problem that needs the reference's shape, in one line, before any training."""
+    cfg, k, problems = reference.config, reference.config.n_layer, []
+    name = f"--reference {args.reference}" if args.reference else f"--preset {args.preset}"
+    if cfg.vocab_size != vocab_size:
+        problems.append(f"{name} has vocabulary {cfg.vocab_size}, but the data in {args.data_dir} has {vocab_size}: "
+                        "prepare the data with the reference's tokenizer")
+    if args.n_layer > k:
+        problems.append(f"--n_layer {args.n_layer} exceeds the reference depth {k}")
+    if isinstance(how, list):
+        if args.mode == "v2":
+            problems.append("--layers: v2 grows the depth, so it needs a choice (first, last, even, ends), not a list")
+        elif args.n_layer and args.n_layer != len(how):
+            problems.append(f"--n_layer {args.n_layer} disagrees with the {len(how)} layers of --layers {args.layers}")
+        elif layer_problem(how, k):
+            problems.append(f"--layers {args.layers}: {layer_problem(how, k)}")
+    per_group = cfg.n_head // cfg.n_kv_head
+    if args.keep_heads and (args.keep_heads > cfg.n_head or args.keep_heads % per_group):
+        problems.append(f"--keep_heads {args.keep_heads}: the reference has {cfg.n_head} query heads in groups of {per_group} "
+                        f"sharing a kv head; keep a multiple of {per_group} up to {cfg.n_head}")
+    if args.keep_ffn > cfg.ffn_hidden:
+        problems.append(f"--keep_ffn {args.keep_ffn} exceeds the reference's {cfg.ffn_hidden} FFN channels")
+    if args.seq_len > cfg.block_size:
+        problems.append(f"--seq_len {args.seq_len} exceeds the reference's block_size {cfg.block_size}")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def main():
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    g = parser.add_argument_group("inheritune")
+    g.add_argument("--reference", default="", help="model to inherit from: a ckpt.pt of this repository or a local Hugging Face GPT-2/Llama folder")
+    g.add_argument("--train_reference", action="store_true", help="first train a reference of --preset for --max_tokens in <out_dir>/reference "
+                   "(implied when --reference is not given; --resume reuses it)")
+    g.add_argument("--mode", choices=["v2", "v1"], default="v2", help="v2: grow the inherited depth by --grow until the reference's val loss "
+                   "is matched; v1: inherit --n_layer layers and train --epochs over --subset_tokens")
+    g.add_argument("--n_layer", type=int, default=0, help="v1: layers to inherit; v2: depth the search starts at (0: half the reference's)")
+    g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
+    g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
+                   "(ends = PanGu-pi Pro: keep both ends, drop the middle), or v1 only an explicit list like 0,1,7")
+    g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (the paper's 0.1%% subset)")
+    g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
+    g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv groups (0: all); "
+                   "the hidden size becomes keep_heads x head_dim")
+    g.add_argument("--keep_ffn", type=int, default=0, help="width reduction: FFN channels to keep per layer (0: all)")
+    g.add_argument("--width_score", choices=["norm", "taylor"], default="norm", help="importance of heads and channels: "
+                   "L2 norm of their weights, or first-order Taylor |sum w*dL/dw| on --score_batches batches")
+    g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor")
+    g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
+                   "baseline); v1: also train a random-init model of the student's shape on the same subset")
+    # an 8-layer reference (3 heads of 64, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for ~10 minutes
+    # on 2 CPU cores (small batches: more steps per token); a quarter of val.bin per evaluation, since the search
+    # compares losses a few hundredths apart
+    parser.set_defaults(preset="8L192H", out_dir="out_inheritune", max_tokens=409_600, batch_tokens=8192, eval_every=100,
+                        ckpt_every=25, eval_tokens=131072)
+    args = parser.parse_args()
+    if args.max_steps:  # T in tokens from here on, so that 2T and the v1 epoch budget are plain token counts
+        args.max_tokens, args.max_steps = args.max_steps * args.batch_tokens, 0
+    ctx = setup(args)
+    print0(json.dumps(vars(args)))
+    check_args(args, ctx)
+    how = parse_layers(args.layers)
+    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs") if getattr(args, flag) <= 0]
+    problems += [f"--{flag} must not be negative" for flag in ("n_layer", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
+    if args.init_from:
+        problems.append("--init_from: give the model to inherit from as --reference")
+    if args.reference and args.train_reference:
+        problems.append("give --reference (inherit from it) or --train_reference (train one first), not both")
+    if args.reference and not os.path.exists(args.reference):
+        problems.append(f"--reference {args.reference}: no such checkpoint file or Hugging Face folder")
+    if problems:
+        raise UsageError("; ".join(problems))
+    meta = data.load_meta(args.data_dir)
+    train_bin = os.path.join(args.data_dir, "train.bin")
+    n_train = data.file_info(train_bin)["n_tokens"]
+    if args.mode == "v1" and not args.batch_tokens <= args.subset_tokens <= n_train:
+        raise UsageError(f"--subset_tokens {args.subset_tokens} must lie between --batch_tokens {args.batch_tokens} and the {n_train} tokens of {train_bin}")
+    reference = model_from_checkpoint(args.reference) if args.reference else build_model(args, meta["vocab_size"])
+    check_reference(args, reference, meta["vocab_size"], how)
+    k = reference.config.n_layer
+
+    rows = []
+
+    def run(name, model, **train_kw):
+        summary = train(model, args, ctx, out_dir=os.path.join(args.out_dir, name), **train_kw)
+        rows.append(dict(run=name, n_layer=model.config.n_layer, n_embd=model.config.n_embd, params=model.num_params(),
+                         tokens=summary["tokens"], val_loss=summary["val_loss"], val_bpb=summary["val_bpb"]))
+        return summary["val_loss"]
+
+    if args.reference:
+        reference.to(ctx.device)
+        ev = evaluate(reference, args, ctx)
+        rows.append(dict(run="reference", n_layer=k, n_embd=reference.config.n_embd, params=reference.num_params(),
+                         tokens=None, val_loss=ev["loss"], val_bpb=ev["bpb"]))
+        reference_loss = ev["loss"]
+    else:
+        reference_loss = run("reference", reference)
+    reference.eval()
+
+    score_batches = None
+    if args.width_score == "taylor" and (args.keep_heads or args.keep_ffn):
+        # the same first windows of train.bin on every rank, so all ranks keep the same heads and channels
+        tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"])
+        window = args.micro_batch * (args.seq_len + 1)
+        score_batches = [torch.from_numpy(tokens[i * window:(i + 1) * window].astype("int64")).view(args.micro_batch, -1).to(ctx.device)
+                         for i in range(args.score_batches)]
+
+    def shrink(student):
+        if not (args.keep_heads or args.keep_ffn):
+            return student
+        scores = taylor_scores(student, score_batches) if score_batches else weight_norm_scores(student)
+        return reduce_width(student, args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden, scores)[0]
+
+    shapes = {}
+    if args.mode == "v2":
+        def trial(student, n):
+            shapes[n] = student.config
+            return run(f"inherit_n{n}" + ("" if how == "first" else f"_{how}"), student)
+        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how, shrink=shrink)
+        final_n = history[-1][0]
+        matched = history[-1][1] <= reference_loss
+        torch.manual_seed(args.seed)  # the same init on every rank
+        run(f"random_n{final_n}", GPT(shapes[final_n]))
+        if args.compare:
+            torch.manual_seed(args.seed)
+            run(f"random_n{final_n}_2T", GPT(shapes[final_n]), max_tokens=2 * args.max_tokens)
+    else:
+        layers = how if isinstance(how, list) else choose_layers(k, args.n_layer or k // 2, how)
+        student = shrink(inherit_layers(reference, layers))
+        subset = os.path.join(args.out_dir, "subset.bin")
+        if ctx.master:  # the first subset_tokens of train.bin as a file of its own, so train() reads it epoch after epoch
+            info = data.file_info(train_bin)
+            n_bytes = round(info["n_bytes"] * args.subset_tokens / info["n_tokens"])
+            os.makedirs(args.out_dir, exist_ok=True)
+            data.write_tokens(subset, data.read_tokens(train_bin)[:args.subset_tokens], info["vocab_size"], n_bytes, info["fingerprint"])
+        if ctx.world > 1:
+            dist.barrier()
+        budget = dict(max_tokens=args.subset_tokens * args.epochs, train_bin=subset)
+        run(f"v1_n{len(layers)}", student, **budget)
+        if args.compare:
+            torch.manual_seed(args.seed)
+            run(f"v1_random_n{len(layers)}", GPT(student.config), **budget)
+
+    print0(f"\n{'run':<18}{'layers':>7}{'width':>7}{'params':>12}{'tokens':>12}{'val loss':>10}{'val bpb':>9}")
+    for r in rows:
+        print0(f"{r['run']:<18}{r['n_layer']:>7}{r['n_embd']:>7}{r['params']:>12,}{r['tokens'] or '-':>12}{r['val_loss']:>10.4f}{r['val_bpb']:>9.4f}")
+    if args.mode == "v2":
+        print0(f"search over depth: {' -> '.join(f'n={n} {loss:.4f}' for n, loss in history)}; reference ({k} layers) {reference_loss:.4f}: "
+               + (f"matched at n={final_n}" if matched else f"not matched, even at n={final_n}"))
+    if ctx.master:
+        with open(os.path.join(args.out_dir, "results.json"), "w") as f:
+            json.dump(dict(args=vars(args), reference_loss=reference_loss, rows=rows), f, indent=2)
+
+
+if __name__ == "__main__":
+    cli(main)
