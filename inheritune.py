@@ -42,7 +42,9 @@ def choose_layers(n_ref, n, how="first"):
     """Indices of the n reference layers (of n_ref) to inherit. first: 0..n-1 (Inheritune's step 1, the
     default); last: the top n (the paper's 'lazy layers' ablation, which behaves like random init);
     even: evenly spaced from the first to the last layer; ends: the first ceil(n/2) and the last
-    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most)."""
+    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most).
+    Any choice is sound here because no layer depends on its index (model.py refuses GPT-2's
+    scale_attn_by_inverse_layer_idx, under which only a prefix would keep each layer's scaling)."""
     if how == "first":
         return list(range(n))
     if how == "last":

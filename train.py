@@ -12,6 +12,7 @@ Method scripts import `add_train_args`, `setup`, `build_model`, `train` and the 
 evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpoints, exact resume.
 """
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -104,6 +105,18 @@ class Context:
         return torch.autocast(self.device.split(":")[0], dtype=self.dtype)
 
 
+def keep_freed_memory():
+    """Linux/glibc: keep freed blocks over 32 MB (logits, their gradients) in the heap for the next micro-step.
+    By default malloc unmaps them on free, so each one is page-faulted in anew: 5x the page faults and ~8% of
+    the CPU time of a CPU training step here (bench.py). Numbers are unchanged; the heap just never shrinks."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to do
+        return
+    libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: big blocks come from the heap, not from mmap
+    libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD: do not hand the top of the heap back to the OS
+
+
 def setup(args):
     """Distributed init (torchrun sets RANK/WORLD_SIZE), device, dtype and seed. Call once per process."""
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -114,6 +127,8 @@ def setup(args):
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    elif device == "cpu" and sys.platform.startswith("linux"):
+        keep_freed_memory()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
