@@ -7,7 +7,7 @@ channels) of a bigger reference model, then train it.
   python inheritune.py --reference out_inheritune/reference/ckpt.pt --mode v1 --n_layer 4 --out_dir out_v1
   python data.py --tokenizer gpt2 --name stdlib-gpt2 && python inheritune.py --reference path/to/hf-gpt2 \
       --data_dir data/stdlib-gpt2              # a local Hugging Face GPT-2 or Llama folder as the reference
-  python inheritune.py --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor   # PanGu-pi-Pro style
+  python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
   torchrun --nproc_per_node=2 inheritune.py --resume
 
 v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
@@ -225,7 +225,8 @@ def main():
     g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
     g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
                    "(ends = PanGu-pi Pro: keep both ends, drop the middle), or v1 only an explicit list like 0,1,7")
-    g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (the paper's 0.1%% subset)")
+    g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py shuffles "
+                   "documents, so a random sample, like the paper's 0.1%% subset)")
     g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
     g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv groups (0: all); "
                    "the hidden size becomes keep_heads x head_dim")
@@ -235,11 +236,11 @@ def main():
     g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor")
     g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
                    "baseline); v1: also train a random-init model of the student's shape on the same subset")
-    # an 8-layer reference (3 heads of 64, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for ~10 minutes
-    # on 2 CPU cores (small batches: more steps per token); a quarter of val.bin per evaluation, since the search
-    # compares losses a few hundredths apart
-    parser.set_defaults(preset="8L192H", out_dir="out_inheritune", max_tokens=409_600, batch_tokens=8192, eval_every=100,
-                        ckpt_every=25, eval_tokens=131072)
+    # an 8-layer reference (width 128, one head, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for
+    # ~10 minutes on 2 CPU cores, with small batches (more steps per token); a quarter of val.bin per evaluation,
+    # since the search compares losses a few hundredths apart
+    parser.set_defaults(preset="8L128H", out_dir="out_inheritune", max_tokens=786_432, batch_tokens=4096, eval_every=100,
+                        ckpt_every=50, eval_tokens=131072)
     args = parser.parse_args()
     if args.max_steps:  # T in tokens from here on, so that 2T and the v1 epoch budget are plain token counts
         args.max_tokens, args.max_steps = args.max_steps * args.batch_tokens, 0

@@ -296,7 +296,7 @@ def compare(args, ctx):
         run_args = argparse.Namespace(**{**vars(args), "data_dir": data_dir, "eval_tokens": round(args.eval_bytes * val_tpb)})
         torch.manual_seed(args.seed)
         model = build_model(run_args, meta["vocab_size"])
-        summary = train(model, run_args, ctx, out_dir=os.path.join(args.out_dir, f"vocab{meta['vocab_size']}"),
+        summary = train(model, run_args, ctx, out_dir=os.path.join(args.out_dir, os.path.basename(data_dir.rstrip("/"))),
                         max_tokens=steps * args.batch_tokens)
         emb, total = embedding_params(args.preset, meta["vocab_size"])
         rows.append((name, meta["vocab_size"], meta.get("pruned", {}).get("coverage", 1.0 if "gpt2" == name else math.nan), train_tpb, val_tpb, emb, total,
