@@ -256,6 +256,8 @@ def main():
         problems.append("give --reference (inherit from it) or --train_reference (train one first), not both")
     if args.reference and not os.path.exists(args.reference):
         problems.append(f"--reference {args.reference}: no such checkpoint file or Hugging Face folder")
+    elif os.path.isdir(args.reference or ".") and args.reference and not os.path.isfile(os.path.join(args.reference, "config.json")):
+        problems.append(f"--reference {args.reference}: a folder must be a Hugging Face checkpoint with config.json")
     if problems:
         raise UsageError("; ".join(problems))
     meta = data.load_meta(args.data_dir)

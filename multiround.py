@@ -43,7 +43,7 @@ def hard_batch_probs(losses, temperature=1.0):
 
 def sample_hard_batches(losses, n_keep, temperature=1.0, generator=None):
     """n_keep distinct batch indices drawn sequentially without replacement from p = softmax(losses / t)
-    (`torch.multinomial(p, n_keep, replacement=False)`, sec. 3.4), then shuffled: the draw order puts
+    (`torch.multinomial(p, n_keep, replacement=False)`, sec. 3.4), in random order: the draw order puts
     likely (hard) batches first, which would front-load them in the next round. Batch i is kept with
     probability P(i in sample), which exceeds p_i and is not proportional to it; only the first draw
     follows softmax exactly. All-equal losses give a uniformly random subset."""
@@ -51,7 +51,9 @@ def sample_hard_batches(losses, n_keep, temperature=1.0, generator=None):
     if not 1 <= n_keep <= len(probs):
         raise ValueError(f"n_keep {n_keep} must lie in 1..{len(probs)} (the number of batches)")
     keep = torch.multinomial(probs, n_keep, replacement=False, generator=generator)
-    return keep[torch.randperm(n_keep, generator=generator)]
+    # sorted first, so the order depends only on the kept set and the permutation: two selections drawn
+    # from one seed (loss-weighted and uniform in --compare) then also share the order of their common batches
+    return keep.sort().values[torch.randperm(n_keep, generator=generator)]
 
 
 def batch_windows(tokens, index, batch_rows, seq_len):

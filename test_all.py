@@ -1359,6 +1359,28 @@ def draw(losses, k, n, temperature=1.0, seed=0):
     return [multiround.sample_hard_batches(losses, k, temperature, g) for _ in range(n)]
 
 
+def test_one_seed_gives_common_batches_the_same_order():
+    """--compare draws loss-weighted and uniform selections from one seed: where the kept sets agree, the
+    order must agree too (although torch.multinomial's draw orders differ), so the two next rounds differ
+    only by the weighting, not by shuffling luck. The order stays random across seeds."""
+    losses = torch.tensor([0.0, 1.5, 0.2, 1.0, 0.1, 1.2, 0.4, 0.8], dtype=torch.float64)
+    uniform_losses = torch.zeros(8, dtype=torch.float64)
+    same_set = draw_order_differed = 0
+    for seed in range(200):
+        gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+        weighted = multiround.sample_hard_batches(losses, 4, generator=gen())
+        uniform = multiround.sample_hard_batches(uniform_losses, 4, generator=gen())
+        if set(weighted.tolist()) == set(uniform.tolist()):
+            same_set += 1
+            assert torch.equal(weighted, uniform), seed
+            raw = [torch.multinomial(torch.softmax(x, 0), 4, replacement=False, generator=gen()) for x in (losses, uniform_losses)]
+            draw_order_differed += not torch.equal(*raw)
+    assert same_set >= 20 and draw_order_differed >= 5, (same_set, draw_order_differed)
+    orders = {tuple(multiround.sample_hard_batches(uniform_losses, 8, generator=torch.Generator().manual_seed(s)).tolist())
+              for s in range(20)}
+    assert len(orders) == 20
+
+
 # Tolerance: a frequency over n draws has standard error sqrt(q (1 - q) / n); with a fixed seed the test is
 # deterministic, and we allow 4.5 standard errors per cell (a correct sampler passes; the wrong laws below
 # are off by 10-100 standard errors).
