@@ -545,7 +545,8 @@ def test_patch_size_one_is_cross_entropy(flavour):
     model = small_model(flavour)
     idx = torch.randint(0, 97, (3, 16))
     _, expected = model(idx[:, :-1], idx[:, 1:])
-    assert torch.equal(patch_loss(model, idx, 1), expected)
+    # equal up to float summation order (one gather + mean instead of nll_loss's reduction)
+    torch.testing.assert_close(patch_loss(model, idx, 1), expected, rtol=1e-6, atol=1e-6)
 
 
 def paper_formula(model, idx, K):
