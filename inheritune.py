@@ -5,8 +5,8 @@ channels) of a bigger reference model, then train it.
 
   python data.py && python inheritune.py       # trains an 8-layer reference, then the v2 search (~10 min, 2 CPU cores)
   python inheritune.py --reference out_inheritune/reference/ckpt.pt --mode v1 --n_layer 4 --out_dir out_v1
-  python data.py --tokenizer gpt2 --name stdlib-gpt2 && python inheritune.py --reference path/to/hf-gpt2 \
-      --data_dir data/stdlib-gpt2              # a local Hugging Face GPT-2 or Llama folder as the reference
+  python data.py --tokenizer gpt2 --name stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama folder as the reference:
+  python inheritune.py --reference path/to/hf-gpt2 --data_dir data/stdlib-gpt2
   python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
   torchrun --nproc_per_node=2 inheritune.py --resume
 
