@@ -377,10 +377,10 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
 
 
 def load_meta(data_dir):
-    path = Path(data_dir) / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path}: not found; prepare the data first with `python data.py` (see --help)")
-    return json.loads(path.read_text())
+    try:  # missing, or empty / cut short by an interrupted copy: one clear line either way
+        return json.loads((Path(data_dir) / "meta.json").read_text())
+    except (OSError, ValueError):
+        raise DataError(f"{Path(data_dir) / 'meta.json'}: not found or not JSON; prepare the data with `python data.py`") from None
 
 
 def load_tokenizer(data_dir, spec=None):
@@ -480,7 +480,7 @@ def main():
     parser.add_argument("--seed", type=int, default=1337, help="seed of the train/val split by document")
     try:
         prepare(**vars(parser.parse_args()))
-    except DataError as e:
+    except (DataError, OSError) as e:  # OSError: e.g. --out_dir is a file, or the disk is full
         sys.exit(f"data.py: error: {e}")
 
 

@@ -27,8 +27,8 @@ import torch.nn as nn
 
 import data
 from model import GPT, GPTConfig
-from train import (UsageError, add_train_args, check_args, cli, evaluate, model_from_checkpoint, plot_curves, print0,
-                   save_checkpoint, setup, train, val_curve)
+from train import (UsageError, add_train_args, check_args, cli, evaluate, load_checkpoint, model_from_checkpoint, plot_curves,
+                   print0, save_checkpoint, setup, train, val_curve)
 
 DEFAULT_TARGET, DEFAULT_TARGET_SHAPE = "tiny", dict(n_layer=8)  # 8 x 256 wide: 2-layer base at g = 4
 
@@ -237,6 +237,8 @@ def check_flags(args, ctx):
         problems.append("--learn_steps, --learn_lr and --growth_factor must be positive")
     if args.grow_from and (args.compare or args.operator == "learn"):
         problems.append("--compare and --operator learn need the whole pipeline (they train on data), not --grow_from")
+    if args.init_from:  # the shared flag would otherwise be ignored without a word
+        problems.append("--init_from does not apply: the base starts from --base_preset; grow a trained model with --grow_from")
     try:
         if not args.grow_from or args.max_tokens:
             check_args(args, ctx)
@@ -257,6 +259,8 @@ def plan(args, vocab_size, base=None):
             problems.append(f"--{flag}: {e}")
     if base is not None:
         src = base.config
+        if src.vocab_size != vocab_size:  # it would train on data of another tokenizer
+            problems.append(f"--grow_from {args.grow_from} has vocabulary {src.vocab_size}, but the data in {args.data_dir} has {vocab_size}")
         trg = preset("preset", args.preset) if args.preset else replace(src, n_layer=src.n_layer * g)
     else:
         trg, w = preset("preset", args.preset or DEFAULT_TARGET, **({} if args.preset else DEFAULT_TARGET_SHAPE)), args.width_factor
@@ -270,6 +274,8 @@ def plan(args, vocab_size, base=None):
             ffn_hidden=trg.ffn_hidden // w)
     if not (src and trg):
         raise UsageError("; ".join(problems))
+    if args.seq_len > trg.block_size and (args.max_tokens or not args.grow_from):  # only a run that trains reads windows
+        problems.append(f"--seq_len {args.seq_len} exceeds the block_size {trg.block_size} (raise --block_size)")
     problems += [f"base and target differ in {f} ({getattr(src, f)} vs {getattr(trg, f)}); growth keeps it"
                  for f in ("flavour", "vocab_size", "block_size", "tie_embeddings") if getattr(src, f) != getattr(trg, f)]
     if trg.n_embd < src.n_embd or trg.ffn_hidden < src.ffn_hidden:
@@ -313,7 +319,7 @@ def base_tokens(args, n_params, budget_tokens):
 
 def grow_checkpoint(args, ctx, base, src, trg, stacking):
     """--grow_from: grow a checkpoint, save OUT_DIR/grown.pt (train.py --init_from reads it) and, with a token
-    budget, train it (new AdamW, warmup + cosine) on the data after the checkpoint's position."""
+    budget, train it (new AdamW, warmup + cosine) on the data after the checkpoint's position (from ckpt.pt: its JSON may lag)."""
     widened = grow_width(base, trg.n_embd, trg.ffn_hidden, args.width_operator, args.seed)  # a copy if widths match
     grown = grow_depth(widened, stacking, args.operator, args.seed)
     if ctx.master:
@@ -322,8 +328,7 @@ def grow_checkpoint(args, ctx, base, src, trg, stacking):
     print0(f"grew {args.grow_from} ({src.n_layer}L{src.n_embd}) with {args.operator}, layers {stacking} -> "
            f"{os.path.join(args.out_dir, 'grown.pt')} ({trg.n_layer}L{trg.n_embd}, {grown.num_params():,} parameters)")
     if args.max_tokens:
-        side = os.path.splitext(args.grow_from)[0] + ".json"  # save_checkpoint's readable side file says where data stopped
-        position = json.load(open(side)).get("data", {}).get("position", 0) if os.path.isfile(side) else 0
+        position = load_checkpoint(args.grow_from).get("data", {}).get("position", 0) if os.path.isfile(args.grow_from) else 0
         print0(f"== grown: {args.max_tokens:,} tokens from token {position:,} on")
         train(grown, args, ctx, out_dir=os.path.join(args.out_dir, "grown"), max_tokens=args.max_tokens, data_position=position)
 
@@ -432,7 +437,7 @@ def main():
     ctx = setup(args)
     check_flags(args, ctx)
     base = model_from_checkpoint(args.grow_from) if args.grow_from else None
-    shapes = plan(args, base.config.vocab_size if base else data.load_meta(args.data_dir)["vocab_size"], base)
+    shapes = plan(args, data.load_meta(args.data_dir)["vocab_size"] if args.max_tokens or not base else base.config.vocab_size, base)
     print0(json.dumps(vars(args)))
     if base:
         return grow_checkpoint(args, ctx, base, *shapes)

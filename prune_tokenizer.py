@@ -33,7 +33,8 @@ from tiktoken.load import load_tiktoken_bpe
 
 import data
 from model import GPT, GPTConfig
-from train import UsageError, add_train_args, build_model, check_args, cli, load_checkpoint, print0, save_checkpoint, setup, train
+from train import (UsageError, add_train_args, build_model, check_args, cli, load_checkpoint, model_from_checkpoint, print0,
+                   save_checkpoint, setup, train)
 
 SP_NORMAL, SP_BPE = 1, 2  # sentencepiece ModelProto enums: piece type NORMAL, model type BPE
 
@@ -183,7 +184,7 @@ def check_inputs(args, vocab_size, tok, stats_files, mandatory):
             problems.append(f"--stats_files {path}: tokenized with another tokenizer ({info['vocab_size']} ids, fingerprint "
                             f"{info['fingerprint']}) than {tok.name} ({tok.vocab_size} ids, fingerprint {tok.fingerprint}), the one being pruned")
     if args.checkpoint:
-        vocab = load_checkpoint(args.checkpoint).get("model_args", {}).get("vocab_size")
+        vocab = model_from_checkpoint(args.checkpoint).config.vocab_size  # a checkpoint that is no GPT of ours fails here, not at the end
         if vocab != tok.vocab_size:
             problems.append(f"--checkpoint {args.checkpoint}: its vocabulary is {vocab}, but {tok.name} has {tok.vocab_size} ids; "
                             "give a checkpoint trained on data tokenized by it")
@@ -198,6 +199,8 @@ def prune(args, data_dir, vocab_size, out_dir):
     vocab = source_vocab(tok)
     rank, mandatory, names = vocab["rank"], set(vocab["mandatory"]), vocab["names"]
     check_inputs(args, vocab_size, tok, stats_files, mandatory)
+    if Path(out_dir).resolve() == Path(data_dir).resolve():  # it would delete the source's meta.json and overwrite its files
+        raise UsageError(f"--out_data_dir {out_dir} is the source --data_dir: choose another folder")
     counts = token_counts(stats_files, tok.vocab_size)
     kept = kept_in_new_order(prune_vocab(counts, vocab_size, mandatory, rank), tok)
     out, spec = Path(out_dir), "tokenizer" + vocab["suffix"]
@@ -347,6 +350,10 @@ def main():
         problems += ["--compare trains fresh models; --init_from and --checkpoint do not apply"] if args.init_from or args.checkpoint else []
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         problems.append(f"--checkpoint {args.checkpoint}: no such file")
+    try:
+        embedding_params(args.preset, 1024)  # the report needs it at the end: a bad name fails now, not after the work
+    except ValueError as e:
+        problems.append(f"--preset: {e}")
     if problems:
         raise UsageError("; ".join(problems))
     if args.compare:

@@ -37,6 +37,7 @@ import inheritune  # noqa: E402
 from inheritune import choose_layers, inherit_layers, inheritune_v2, layer_problem, reduce_width, taylor_scores, weight_norm_scores  # noqa: E402
 from train import UsageError  # noqa: E402
 import argparse  # noqa: E402
+import importlib  # noqa: E402
 import math  # noqa: E402
 import gstack  # noqa: E402
 from gstack import LearnedDepth, flops_to_reach, grow_depth, grow_width, growth_tokens, stacking_list_for  # noqa: E402
@@ -56,6 +57,44 @@ def run(script, *flags, torchrun=0, check=True, **popen):
 
 def read_log(out_dir):
     return [json.loads(line) for line in open(Path(out_dir) / "log.jsonl")]
+
+
+# Fault injection: the script runs in a subprocess whose os.replace SIGKILLs it just before the nth atomic rename
+# onto a path matching a pattern, i.e. with a complete, fsynced temp file that is not yet in place: the worst moment
+# for an atomic write. Every atomic write of the repository (checkpoints, token files, selection indexes) goes
+# through os.replace, so any of them can be hit without a hook in the scripts themselves.
+KILLER = """
+import os, re, runpy, signal, sys
+pattern, nth, seen, real_replace = re.compile(sys.argv[1]), int(sys.argv[2]), [0], os.replace
+def replace(src, dst):
+    if pattern.search(str(dst).replace(os.sep, "/")):
+        seen[0] += 1
+        if seen[0] == nth:
+            print(src, file=sys.stderr, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+os.replace = replace
+sys.argv = sys.argv[3:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def kill_in_write(script, pattern, nth, *flags):
+    res = subprocess.run([sys.executable, "-c", KILLER, pattern, str(nth), str(ROOT / script), *map(str, flags)],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == -signal.SIGKILL, f"{script} was not killed at {pattern} #{nth}:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}"
+    return Path(res.stderr.strip().splitlines()[-1]), res.stdout  # the temp file it was about to rename, what it printed
+
+
+def nothing_half_written(out):
+    """Every file under its final name is whole: checkpoints load, JSON parses, token files pass their header check."""
+    for path in Path(out).rglob("*"):
+        if path.suffix == ".pt":
+            torch.load(path, weights_only=False)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".bin":
+            data.file_info(path)
 
 
 @pytest.fixture(scope="session")
@@ -180,9 +219,12 @@ def test_two_process_ddp_matches_one_process(toy_data, tmp_path):
     assert one[-1]["val_loss"] == pytest.approx(two[-1]["val_loss"], abs=2e-4)
 
 
-def test_kill_then_resume_matches_unbroken_run(toy_data, tmp_path):
+def test_kill_then_resume_matches_unbroken_run(toy_data, tmp_path, monkeypatch):
+    """SIGKILL at a random moment, then inside a checkpoint write (temp file whole, not yet renamed), then between the
+    renames of ckpt.pt and ckpt.json: each --resume goes on from the last complete checkpoint, and the run ends
+    exactly where an unbroken one does."""
     flags = ["--data_dir", toy_data, "--max_steps", 24, *TINY, "--ckpt_every", 2]
-    run("train.py", "--out_dir", tmp_path / "whole", *flags)
+    run_main(train, monkeypatch, "--out_dir", tmp_path / "whole", *flags)
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "--out_dir", str(out), *map(str, flags)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -197,13 +239,21 @@ def test_kill_then_resume_matches_unbroken_run(toy_data, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not json.loads((out / "ckpt.json").read_text())["done"], "the run ended before it was killed"
-    run("train.py", "--out_dir", out, *flags, "--resume")
+    step = torch.load(out / "ckpt.pt", weights_only=False)["step"]
+    temp, _ = kill_in_write("train.py", r"/ckpt\.pt$", 1, "--out_dir", out, *flags, "--resume")
+    nothing_half_written(out)
+    assert temp.is_file() and torch.load(out / "ckpt.pt", weights_only=False)["step"] == step  # the old one, intact
+    kill_in_write("train.py", r"/ckpt\.json$", 1, "--out_dir", out, *flags, "--resume")
+    nothing_half_written(out)  # ckpt.pt is the next one; its JSON lags one save behind (resume reads only ckpt.pt)
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == json.loads((out / "ckpt.json").read_text())["step"] + 2
+    run_main(train, monkeypatch, "--out_dir", out, *flags, "--resume")
+    assert not temp.exists() and not list(out.glob("*.tmp*"))  # the resume removed what the kills left
     whole, resumed = read_log(tmp_path / "whole"), read_log(out)
     assert resumed[-1]["step"] == 24 and resumed[-1]["loss"] == whole[-1]["loss"]
     assert resumed[-1]["val_loss"] == whole[-1]["val_loss"]
 
 
-def test_bad_input_is_one_clear_line(toy_data, tmp_path):
+def test_bad_input_is_one_clear_line(toy_data, tmp_path, monkeypatch, capsys):
     bad_header = tmp_path / "badheader"
     bad_header.mkdir()
     (bad_header / "meta.json").write_text(json.dumps({"vocab_size": 128}))
@@ -212,6 +262,8 @@ def test_bad_input_is_one_clear_line(toy_data, tmp_path):
     other_vocab = tmp_path / "other"
     other_vocab.mkdir()
     GPT(GPTConfig.from_preset("nano", vocab_size=64)).save_hf(other_vocab)
+    resumed = tmp_path / "resumed"  # a run of the nano preset, resumed with another one
+    train.save_checkpoint(str(resumed / "ckpt.pt"), {"model_args": GPT(GPTConfig.from_preset("nano", vocab_size=128)).model_args()})
     base = ["--data_dir", toy_data, "--out_dir", tmp_path / "o", "--max_steps", 2]
     cases = {
         "missing data dir": (["--data_dir", tmp_path / "nope", "--out_dir", tmp_path / "o"], "data.py"),
@@ -221,13 +273,18 @@ def test_bad_input_is_one_clear_line(toy_data, tmp_path):
         "batch not divisible": (base + ["--batch_tokens", 1000], "not divisible"),
         "unknown preset": (base + ["--preset", "tiyn"], "did you mean 'tiny'"),
         "seq_len too long": (base + ["--preset", "nano", "--seq_len", 4096, "--batch_tokens", 65536], "block_size"),
+        "resume another model": (base + [*TINY[2:], "--preset", "tiny", "--out_dir", resumed, "--resume"],
+                                 "holds another model (block_size 256 there, 512 here, n_layer 2 there, 4 here"),
     }
-    for name, (flags, expected) in cases.items():
-        res = run("train.py", *flags, check=False)
-        lines = res.stderr.strip().splitlines()
-        assert res.returncode != 0, name
-        assert "Traceback" not in res.stderr and len(lines) == 1, f"{name}: {res.stderr}"
-        assert expected in lines[0], f"{name}: {lines[0]}"
+    for name, (flags, expected) in cases.items():  # in-process: the same cli() a run goes through
+        monkeypatch.setattr(sys, "argv", ["train.py", *map(str, flags)])
+        with pytest.raises(SystemExit) as exit_:
+            train.cli(train.main)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and expected in err, f"{name}: {err}"
+    assert not (tmp_path / "o").exists()
+    res = run("train.py", *cases["resume another model"][0], check=False)  # and as a new process: one line, no traceback
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1 and "holds another model" in res.stderr, res.stderr
 
 
 # --- data.py ---------------------------------------------------------------------------------------------
@@ -390,6 +447,21 @@ def test_prepare_same_bytes_for_any_num_proc(prepared):
         assert (out / "p1" / f).read_bytes() == (out / "p2" / f).read_bytes(), f
     drop_args = [{k: v for k, v in m.items() if k not in ("args", "name")} for m in metas.values()]
     assert drop_args[0] == drop_args[1]
+
+
+def test_prepare_killed_while_writing_leaves_no_data_set_and_runs_again_the_same(prepared, tmp_path):
+    """SIGKILL with val.bin's temp file written but not renamed: meta.json (written last) is absent, so no script
+    takes the folder for a data set; running again gives the same bytes as an unbroken run."""
+    out, _, _ = prepared
+    flags = ["--input", out.parent / "corpus", "--out_dir", tmp_path, "--name", "p1", "--vocab_size", 400, "--val_fraction", 0.2,
+             "--num_proc", 1]
+    temp, _ = kill_in_write("data.py", r"p1/val\.bin$", 1, *flags)
+    assert temp.is_file() and (tmp_path / "p1" / "train.bin").is_file() and not (tmp_path / "p1" / "val.bin").exists()
+    with pytest.raises(DataError, match="meta.json: not found"):
+        load_meta(tmp_path / "p1")
+    prepare([str(out.parent / "corpus")], out_dir=str(tmp_path), name="p1", vocab_size=400, val_fraction=0.2, num_proc=1)
+    for f in ["train.bin", "val.bin", "tokenizer.model"]:
+        assert (tmp_path / "p1" / f).read_bytes() == (out / "p1" / f).read_bytes(), f
 
 
 def test_prepare_splits_by_document(prepared):
@@ -866,11 +938,18 @@ def test_pipeline_compare_and_resume(toy_data, tmp_path):
     assert json.load(open(tmp_path / "compare.json"))["speedup"] == out["speedup"]
 
 
-def test_grown_models_train_under_torchrun(toy_data, tmp_path):
-    run("gstack.py", *TINY, "--data_dir", toy_data, "--out_dir", tmp_path, "--max_tokens", 8192, "--growth_factor", 2, "--operator", "learn",
-        "--learn_steps", 1, torchrun=2)
+def test_grown_models_train_under_torchrun(toy_data, tmp_path, monkeypatch):
+    """Two processes (same global batch) give the losses of one, in every phase: base, G_learn, grown."""
+    flags = [*TINY, "--data_dir", toy_data, "--max_tokens", 8192, "--growth_factor", 2, "--operator", "learn", "--learn_steps", 1]
+    run("gstack.py", *flags, "--out_dir", tmp_path, torchrun=2)
     log = read_log(tmp_path / "grown")
     assert log[-1]["val_loss"] < read_log(tmp_path / "base")[0]["loss"]
+    run_main(gstack, monkeypatch, *flags, "--out_dir", tmp_path / "one")
+    for phase in ("base", "learn", "grown"):
+        one, two = read_log(tmp_path / "one" / phase), read_log(tmp_path / phase)
+        assert [r["step"] for r in one] == [r["step"] for r in two]
+        assert [r["loss"] for r in one] == pytest.approx([r["loss"] for r in two], abs=2e-4)
+        assert one[-1]["val_loss"] == pytest.approx(two[-1]["val_loss"], abs=2e-4)
 
 
 def test_grow_from_checkpoint_and_official_config(toy_data, tmp_path):
@@ -1252,6 +1331,17 @@ def sp_data(tmp_path_factory):
     return d, report
 
 
+def test_prune_killed_while_writing_leaves_no_data_set_and_runs_again_the_same(sp_data, tmp_path):
+    d = sp_data[0]
+    temp, _ = kill_in_write("prune_tokenizer.py", r"pruned/val\.bin$", 1, "--data_dir", d / "src", "--vocab_size", 400,
+                            "--out_data_dir", tmp_path / "pruned", "--num_proc", 1)
+    assert temp.is_file() and not (tmp_path / "pruned" / "meta.json").exists()  # the folder says it is incomplete
+    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    pt.prune(args, d / "src", 400, tmp_path / "pruned")
+    for f in ["train.bin", "val.bin", "tokenizer.model"]:
+        assert (tmp_path / "pruned" / f).read_bytes() == (d / "pruned" / f).read_bytes(), f
+
+
 def test_sentencepiece_pruned_loads_roundtrips_and_every_piece_is_reachable(sp_data):
     d, report = sp_data
     sp = spm.SentencePieceProcessor(model_file=str(d / "pruned" / "tokenizer.model"))  # the stock loader
@@ -1537,7 +1627,7 @@ def test_script_prefers_hard_batches_compares_and_resumes_in_the_right_round(toy
     (["--keep", "0"], "--keep 0.0 must lie in (0, 1]"),
     (["--keep", "1.5"], "--keep 1.5 must lie in (0, 1]"),
     (["--batch_tokens", "524288", "--max_tokens", "524288"], "--batch_tokens 524288 is larger than train.bin"),
-    (["--keep", "2", "--lr", "-1"], "--lr must be positive and --max_tokens/--max_steps non-negative; --keep 2.0"),
+    (["--keep", "2", "--lr", "-1"], "--lr must be positive; --keep 2.0"),
     (["--init_from", "VOCAB"], "has vocabulary 64, but the data"),
 ])
 def test_bad_input_is_one_clear_line_mr(toy, tmp_path, monkeypatch, capsys, flags, message):
@@ -1628,3 +1718,233 @@ def test_bad_flags_are_one_line(toy_data_bench, flags, needle):
 def test_prepare_needs_a_tokenizer_and_says_so(toy_data_bench):
     res = bench("--data_dir", toy_data_bench, *SMALL_bench, "--parts", "prepare", check=False)
     assert res.returncode == 2 and "tokenizer" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+# --- hardening --------------------------------------------------------------------------------------------
+def final_losses(out):
+    """{run folder: (final step, train loss, val loss)} over every log.jsonl under out."""
+    return {str(log.parent.relative_to(out)): (row["step"], row["loss"], row["val_loss"])
+            for log in sorted(Path(out).rglob("log.jsonl")) for row in [read_log(log.parent)[-1]]}
+
+
+# (script, flags, kill points): a chain of runs, each SIGKILLed inside one atomic write (the first starts afresh, the
+# others --resume the last one), then a last --resume must end exactly where one unbroken run ends, in every phase
+KILL_CHAINS = {
+    "patch_train": (["--max_steps", 9, *TINY_patch],
+                    [(r"patch/ckpt\.pt$", 3), (r"token/ckpt\.json$", 1)]),  # patch phase's final save; token phase's first
+    "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384, "--ckpt_every", 1, "--compare"],
+               [(r"base/ckpt\.pt$", 2), (r"grown/ckpt\.pt$", 2), (r"scratch/ckpt\.pt$", 3)]),
+    "inheritune": (["--max_tokens", 256 * 20, *SMALL, "--ckpt_every", 10],  # the reference; the random baseline (depths: below)
+                   [(r"reference/ckpt\.pt$", 2), (r"random_n\d+/ckpt\.pt$", 2)]),
+    "multiround": ([*FLAGS, "--rounds", 2],  # round 1; between selection (selected.bin written, its index not) and training; round 2
+                   [(r"round1/ckpt\.pt$", 2), (r"round2/selected\.json$", 1), (r"round2/ckpt\.pt$", 1)]),
+}
+
+
+def resumes_in_place(out):
+    """What a --resume must print, from the checkpoints now in out: each finished phase is skipped, an unfinished
+    one goes on from its step (a phase without a checkpoint starts afresh)."""
+    ckpts = {path: torch.load(path, weights_only=False) for path in Path(out).rglob("ckpt.pt")}
+    return [f"{path} is finished; skipping" if c["done"] else f"resumed {path} at step {c['step']} " for path, c in ckpts.items()]
+
+
+def kill_chain(script, flags, kills, out, monkeypatch, capsys):
+    """Run script once per kill point, each SIGKILLed inside that atomic write (the first run starts afresh, the others
+    --resume), then a last --resume in-process. Each --resume must go on in the phase it was killed in: finished
+    phases skipped, the unfinished one continued from its last complete checkpoint."""
+    expected = []
+    for k, (pattern, nth) in enumerate(kills):
+        temp, printed = kill_in_write(f"{script}.py", pattern, nth, "--out_dir", out, *flags, *(["--resume"] if k else []))
+        assert all(line in printed for line in expected), (expected, printed)
+        assert temp.is_file()  # killed with a whole temp file not yet in place
+        nothing_half_written(out)
+        for side in out.rglob("ckpt.json.tmp*"):  # killed between the renames: the JSON lags ckpt.pt, never leads
+            ckpt = torch.load(side.parent / "ckpt.pt", weights_only=False)
+            old = side.parent / "ckpt.json"
+            assert ckpt["step"] > (json.loads(old.read_text())["step"] if old.exists() else 0)
+        expected = resumes_in_place(out)
+    capsys.readouterr()
+    run_main(importlib.import_module(script), monkeypatch, "--out_dir", out, *flags, "--resume")
+    printed = capsys.readouterr().out
+    assert expected and all(line in printed for line in expected), (expected, printed)
+
+
+@pytest.mark.parametrize("script", KILL_CHAINS)
+def test_sigkill_inside_atomic_writes_resumes_to_the_unbroken_result(script, toy_data, toy_data_patch, toy_data_inh, toy,
+                                                                     tmp_path, monkeypatch, capsys):
+    """Kill points in every phase or round; nothing under a final name is ever half-written, and the last --resume
+    ends with the unbroken run's losses, bit for bit, in every phase."""
+    flags, kills = KILL_CHAINS[script]
+    data_dir = {"patch_train": toy_data_patch[0], "inheritune": toy_data_inh, "multiround": toy[0]}.get(script, toy_data)
+    flags = ["--data_dir", data_dir, *flags]
+    run_main(importlib.import_module(script), monkeypatch, "--out_dir", tmp_path / "whole", *flags)
+    kill_chain(script, flags, kills, tmp_path / "killed", monkeypatch, capsys)
+    assert final_losses(tmp_path / "killed") == final_losses(tmp_path / "whole")
+
+
+def test_sigkill_in_each_depth_of_the_inheritune_search(toy_data_inh, tmp_path, monkeypatch, capsys):
+    """Against a reference trained for 40 steps, one layer trained for 2 steps does not match it: the search goes on
+    to 3 layers (and 4 if needed). A kill in the first depth and one in the second each resume in that depth."""
+    run_main(train, monkeypatch, "--data_dir", toy_data_inh, "--out_dir", tmp_path / "ref", "--max_tokens", 256 * 40, *SMALL)
+    flags = ["--data_dir", toy_data_inh, "--reference", tmp_path / "ref" / "ckpt.pt", "--max_tokens", 256 * 2, *SMALL,
+             "--ckpt_every", 1, "--n_layer", 1]
+    run_main(inheritune, monkeypatch, "--out_dir", tmp_path / "whole", *flags)
+    depths = [r["run"] for r in json.loads((tmp_path / "whole" / "results.json").read_text())["rows"]]
+    assert depths[:3] == ["reference", "inherit_n1", "inherit_n3"]
+    kill_chain("inheritune", flags, [(r"inherit_n1/ckpt\.pt$", 2), (r"inherit_n3/ckpt\.pt$", 1)], tmp_path / "killed",
+               monkeypatch, capsys)
+    assert final_losses(tmp_path / "killed") == final_losses(tmp_path / "whole")
+
+
+# (script, flags, optimizer step from which every gradient is NaN, checkpoint, step the run stops at, its last good step):
+# the NaN weights exist at a checkpoint step (or the final one) and must not be written
+NAN_CASES = {
+    "train": (["--max_steps", 8, *TINY, "--ckpt_every", 2, "--log_every", 100], 5, "ckpt.pt", 6, 4),
+    "patch_train": (["--max_steps", 9, *TINY_patch, "--log_every", 100], 9, "token/ckpt.pt", 3, 2),
+    "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384, "--ckpt_every", 2, "--log_every", 100], 5, "grown/ckpt.pt", 4, 2),
+    "inheritune": (["--max_tokens", 256 * 40, *SMALL], 30, "reference/ckpt.pt", 40, 20),
+    "multiround": ([*FLAGS, "--rounds", 2], 27, "round2/ckpt.pt", 10, 5),
+}
+
+
+@pytest.mark.parametrize("script", NAN_CASES)
+def test_non_finite_loss_stops_naming_the_step_and_the_last_good_checkpoint(script, toy_data, toy_data_patch, toy_data_inh, toy,
+                                                                           tmp_path, monkeypatch, capsys):
+    flags, poison_from, ckpt, stop_step, good_step = NAN_CASES[script]
+    real_clip, steps = torch.nn.utils.clip_grad_norm_, []
+
+    def poisoned(parameters, max_norm):  # train() calls it once per optimizer step, between backward and step
+        parameters = list(parameters)
+        steps.append(1)
+        for p in parameters if len(steps) >= poison_from else []:
+            if p.grad is not None:
+                p.grad.fill_(float("nan"))
+        return real_clip(parameters, max_norm)
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", poisoned)
+    data_dir = {"patch_train": toy_data_patch[0], "inheritune": toy_data_inh, "multiround": toy[0]}.get(script, toy_data)
+    module = importlib.import_module(script)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", "--data_dir", str(data_dir), "--out_dir", str(tmp_path), *map(str, flags)])
+    with pytest.raises(SystemExit) as exit_:
+        module.cli(module.main)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert f"non-finite loss nan at step {stop_step}; last good checkpoint: {tmp_path / ckpt} (" in err, err
+    good = torch.load(tmp_path / ckpt, weights_only=False)
+    assert good["step"] == json.loads((tmp_path / ckpt).with_suffix(".json").read_text())["step"] == good_step
+    assert all(t.isfinite().all() for t in good["model"].values())
+
+
+def new_user_mistakes(root):
+    """Folders and files a new user trips over, next to the toy data (vocabulary 128): an empty meta.json, token files
+    of another tokenizer (same vocabulary size, another fingerprint) or of another vocabulary, a train set smaller
+    than one batch, a val set smaller than one window; a nanoGPT checkpoint and one of another vocabulary."""
+    ids = ((np.arange(24000) * 7) % 120 + 8).astype(np.uint16)
+    for name, vocab, file_print, n_train, n_val in (("othertok", 128, 9, 24000, 2000), ("othervocab", 256, 5, 24000, 2000),
+                                                    ("tinytrain", 128, 5, 200, 2000), ("tinyval", 128, 5, 24000, 20)):
+        (root / name).mkdir()
+        data.write_tokens(root / name / "train.bin", ids[:n_train], vocab, 2 * n_train, file_print)
+        data.write_tokens(root / name / "val.bin", ids[:n_val], vocab, 2 * n_val, file_print)
+        (root / name / "meta.json").write_text(json.dumps({"name": name, "vocab_size": 128, "tokenizer": "none", "fingerprint": 5}))
+    (root / "empty").mkdir()
+    (root / "empty" / "meta.json").write_text("")
+    torch.save({"model_args": dict(n_layer=2, n_head=2, n_embd=64, block_size=64, bias=False, vocab_size=128, dropout=0.0),
+                "model": {"transformer.wte.weight": torch.zeros(128, 64)}, "iter_num": 0}, root / "nanogpt.pt")
+    other = GPT(GPTConfig.from_preset("nano", vocab_size=64))
+    torch.save({"model_args": other.model_args(), "model": other.state_dict()}, root / "v64.pt")
+
+
+BAD_DATA = [  # (what, flags, what the one line must say); {root} is the folder of new_user_mistakes
+    ("wrong data path", ["--data_dir", "{root}/nope"], "nope/meta.json: not found"),
+    ("empty meta.json", ["--data_dir", "{root}/empty"], "meta.json: not found or not JSON"),
+    ("token files of another tokenizer", ["--data_dir", "{root}/othertok"], "fingerprint 9 does not match 5"),
+    ("token files of another vocabulary", ["--data_dir", "{root}/othervocab"], "vocabulary 256 does not match"),
+    ("train set smaller than one batch", ["--data_dir", "{root}/tinytrain"], "fewer than one global batch"),
+    ("val set smaller than one window", ["--data_dir", "{root}/tinyval"], "fewer than one window"),
+]
+BAD_FLAGS = [
+    ("preset typo", ["--preset", "tinny"], "did you mean 'tiny'"),
+    ("nanoGPT checkpoint", ["--init_from", "{root}/nanogpt.pt"], "nanogpt.pt is not a GPT of this repository (TypeError"),
+    ("checkpoint of another vocabulary", ["--init_from", "{root}/v64.pt"], "has vocabulary 64, but the data"),
+    ("no such device", ["--device", "gpu"], "--device gpu: not a device of this machine (here: auto, cpu"),
+    ("beta out of range", ["--beta2", "1.5"], "--beta2 1.5 must lie in [0, 1)"),
+    ("negative sizes", ["--block_size", "-4", "--grad_clip", "-1"], "--block_size must not be negative; --grad_clip must not"),
+    ("min_lr above lr", ["--min_lr", "0.1"], "--min_lr 0.1 exceeds --lr"),
+    ("warmup below -1", ["--warmup_steps", "-3"], "--warmup_steps -3 must be -1 (auto) or more"),
+    ("batch not divisible", ["--batch_tokens", "1000"], "not divisible by micro_batch x seq_len"),
+]
+BAD_INPUT_SCRIPTS = {  # a valid tiny run of each script, and how its cases differ from the shared tables
+    "train": (["--max_steps", 2, *TINY], {}),
+    "patch_train": (["--max_steps", 3, *TINY_patch], {}),
+    "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384],
+               {"nanoGPT checkpoint": ("--grow_from", "nanogpt.pt is not a GPT of this repository (TypeError"),
+                "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data")}),
+    "inheritune": (["--max_tokens", 256 * 40, *SMALL],
+                   {"nanoGPT checkpoint": ("--reference", "nanogpt.pt is not a GPT of this repository (TypeError"),
+                    "checkpoint of another vocabulary": ("--reference", "--reference {root}/v64.pt has vocabulary 64, but the data")}),
+    "multiround": ([*FLAGS], {"train set smaller than one batch": "--batch_tokens 1024 is larger than train.bin"}),
+    "bench": ([*SMALL_bench, "--parts", "token"], {}),
+}
+
+
+@pytest.mark.parametrize("script", BAD_INPUT_SCRIPTS)
+def test_bad_input_table_one_line_before_any_work(script, toy_data, tmp_path, monkeypatch, capsys):
+    """Every mistake of the shared tables, in every script that trains: exit code 2, one line on stderr naming the flag
+    or file and what is valid, nothing written, no training step taken."""
+    new_user_mistakes(tmp_path)
+    base, changes = BAD_INPUT_SCRIPTS[script]
+    module = importlib.import_module(script)
+    monkeypatch.setattr(data.BatchStream, "next_micro", lambda self: pytest.fail("a training step started"))
+    out = ["--out_dir", tmp_path / "out"] + (["--json", tmp_path / "out" / "bench.json"] if script == "bench" else [])
+    for what, flags, message in BAD_DATA + BAD_FLAGS:
+        change = changes.get(what, message)
+        flag, message = change if isinstance(change, tuple) else (None, change)  # (the flag that takes a checkpoint, message)
+        flags = [flag if f == "--init_from" and flag else f for f in flags]
+        argv = [a.format(root=tmp_path) for a in map(str, ["--data_dir", toy_data, *base, *out, *flags])]
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            module.cli(module.main)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, f"{what}: {err}"
+        assert err.startswith(f"{script}.py: error: ") and message.format(root=tmp_path) in err, f"{what}: {err}"
+        assert not (tmp_path / "out").exists(), what
+
+
+def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monkeypatch, capsys):
+    """prune_tokenizer.py and data.py: the same promise, one line and nothing written, for their own inputs."""
+    new_user_mistakes(tmp_path)
+    src, out = sp_data[0] / "src", tmp_path / "out"
+    prune_cases = [
+        (["--data_dir", tmp_path / "nope"], "nope/meta.json: not found"),
+        (["--data_dir", tmp_path / "empty"], "meta.json: not found or not JSON"),
+        (["--data_dir", toy_data], "unknown tokenizer 'none'"),  # a data folder without a tokenizer to prune
+        (["--out_data_dir", src], f"--out_data_dir {src} is the source --data_dir"),  # would overwrite its own input
+        (["--preset", "tinny"], "did you mean 'tiny'"),  # used by the report at the very end: checked first
+        (["--checkpoint", tmp_path / "nanogpt.pt"], "nanogpt.pt is not a GPT of this repository"),
+        (["--checkpoint", tmp_path / "nope.pt"], "--checkpoint " + str(tmp_path / "nope.pt") + ": no such file"),
+        (["--stats_files", toy_data / "train.bin"], "tokenized with another tokenizer"),
+        (["--num_proc", 0], "--num_proc must be positive"),
+        (["--device", "gpu"], "--device gpu: not a device"),
+    ]
+    for flags, message in prune_cases:
+        monkeypatch.setattr(sys, "argv", ["prune_tokenizer.py", "--data_dir", str(src), "--vocab_size", "400", "--num_proc", "1",
+                                          "--out_data_dir", str(out), *map(str, flags)])
+        with pytest.raises(SystemExit) as exit_:
+            pt.cli(pt.main)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1 and message in err, f"{flags}: {err}"
+        assert not out.exists() and (src / "meta.json").exists()
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "empty.model").write_bytes(b"")
+    data_cases = [
+        (["--out_dir", tmp_path / "a_file"], "Not a directory"),  # the folder to write into is a file
+        (["--tokenizer", "gtp2"], "unknown tokenizer 'gtp2'"),
+        (["--tokenizer", tmp_path / "empty.model"], "empty.model"),
+    ]
+    for flags, message in data_cases:  # data.py exits with its one-line message (status 1)
+        monkeypatch.setattr(sys, "argv", ["data.py", "--input", str(sp_data[0] / "docs"), "--vocab_size", "300", "--num_proc", "1",
+                                          "--out_dir", str(out), *map(str, flags)])
+        with pytest.raises(SystemExit) as exit_:
+            data.main()
+        assert isinstance(exit_.value.code, str) and "\n" not in exit_.value.code, flags
+        assert exit_.value.code.startswith("data.py: error: ") and message in exit_.value.code, exit_.value.code
+        assert not out.exists()

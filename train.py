@@ -13,6 +13,7 @@ evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpo
 """
 import argparse
 import ctypes
+import glob
 import json
 import math
 import os
@@ -100,9 +101,7 @@ class Context:
         return self.rank == 0
 
     def autocast(self):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.split(":")[0], dtype=self.dtype)
+        return nullcontext() if self.dtype == torch.float32 else torch.autocast(self.device.split(":")[0], dtype=self.dtype)
 
 
 def keep_freed_memory():
@@ -124,6 +123,9 @@ def setup(args):
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda":
         device = f"cuda:{local_rank}"
+    valid = ["cpu", *(["mps"] if torch.backends.mps.is_available() else []), *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if device not in valid:
+        raise UsageError(f"--device {args.device}: not a device of this machine (here: auto, {', '.join(valid)})")
     if device.startswith("cuda"):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
@@ -150,8 +152,8 @@ def get_lr(step, total_steps, lr, min_lr, warmup_steps, schedule="cosine"):
 
 # --- checkpoints --------------------------------------------------------------------------------------
 def save_checkpoint(path, state):
-    """Atomic: write a temp file, fsync, rename over the old one, so a kill leaves the previous checkpoint
-    intact. A readable JSON of everything but the tensors goes beside it."""
+    """Atomic: write a temp file, fsync, rename over the old one, so a kill leaves the previous checkpoint intact.
+    A readable JSON of all but the tensors goes beside it, renamed second: it may lag one save behind, never run ahead."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     meta = {k: v for k, v in state.items() if k not in ("model", "optimizer", "rng")}
     for target, write in ((path, lambda f: torch.save(state, f)),
@@ -179,17 +181,16 @@ def load_checkpoint(path):
 def model_from_checkpoint(path):
     """A GPT from a ckpt.pt of this repository, or from a Hugging Face GPT-2/Llama folder."""
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
-            raise UsageError(f"--init_from {path}: a folder must be a Hugging Face checkpoint with config.json")
-        try:
+        try:  # no config.json, unsupported options, missing weights
             return GPT.from_hf(path)
         except (ValueError, KeyError, FileNotFoundError) as e:
-            raise UsageError(f"--init_from {path}: {e}")
+            raise UsageError(f"--init_from {path}: a folder must be a Hugging Face GPT-2/Llama checkpoint ({e})") from None
     ckpt = load_checkpoint(path)
-    if "model_args" not in ckpt:
-        raise UsageError(f"checkpoint {path} has no model_args; is it a ckpt.pt of this repository?")
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
+    try:  # e.g. nanoGPT's ckpt.pt: model_args with other keys (bias), weights under other names
+        model = GPT(GPTConfig(**ckpt["model_args"]))
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # one line, not torch's list of every tensor
+        raise UsageError(f"checkpoint {path} is not a GPT of this repository ({type(e).__name__}: {' '.join(str(e).split())[:240]})") from None
     return model
 
 
@@ -214,12 +215,12 @@ def build_model(args, vocab_size):
 def check_args(args, ctx, seq_len=None, micro_batch=None):
     """Every flag problem at once, in one line, before any work."""
     seq_len, micro_batch = seq_len or args.seq_len, micro_batch or args.micro_batch
-    problems = []
-    for flag in ("seq_len", "batch_tokens", "micro_batch", "eval_tokens", "log_every", "eval_every", "ckpt_every"):
-        if getattr(args, flag) <= 0:
-            problems.append(f"--{flag} must be positive")
-    if args.lr <= 0 or args.max_tokens < 0 or args.max_steps < 0:
-        problems.append("--lr must be positive and --max_tokens/--max_steps non-negative")
+    problems = [f"--{flag} must be positive" for flag in ("seq_len", "batch_tokens", "micro_batch", "eval_tokens", "log_every",
+                                                          "eval_every", "ckpt_every", "lr") if getattr(args, flag) <= 0]
+    problems += [f"--{flag} must not be negative" for flag in ("max_tokens", "max_steps", "block_size", "weight_decay", "grad_clip") if getattr(args, flag) < 0]
+    problems += [f"--{flag} {getattr(args, flag)} must lie in [0, 1)" for flag in ("beta1", "beta2") if not 0 <= getattr(args, flag) < 1]
+    problems += [f"--warmup_steps {args.warmup_steps} must be -1 (auto) or more"] if args.warmup_steps < -1 else []
+    problems += [f"--min_lr {args.min_lr} exceeds --lr {args.lr}: the cosine would rise"] if args.min_lr > args.lr else []
     if not problems and args.batch_tokens % (micro_batch * seq_len * ctx.world):
         problems.append(f"--batch_tokens {args.batch_tokens} is not divisible by micro_batch x seq_len x world size "
                         f"= {micro_batch} x {seq_len} x {ctx.world} = {micro_batch * seq_len * ctx.world}")
@@ -253,8 +254,7 @@ def peak_flops(ctx):
     """Dense bf16 peak of the GPU, for MFU; None when unknown (e.g. on CPU)."""
     if not ctx.device.startswith("cuda") or ctx.dtype != torch.bfloat16:
         return None
-    name = torch.cuda.get_device_name(ctx.device)
-    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+    return next((v for k, v in PEAK_FLOPS.items() if k in torch.cuda.get_device_name(ctx.device)), None)
 
 
 def all_mean(value, ctx):
@@ -270,7 +270,7 @@ def evaluate(model, args, ctx, val_bin=None, max_tokens=None):
     """Mean next-token loss over the first --eval_tokens of the validation file (summed over ranks), and bits
     per byte: loss / ln 2 x tokens / bytes of that file, comparable across tokenizers."""
     path = val_bin or os.path.join(args.data_dir, "val.bin")
-    tokens = data.read_tokens(path, vocab_size=model.config.vocab_size)
+    tokens = data.read_tokens(path, model.config.vocab_size, data.load_meta(args.data_dir).get("fingerprint"))
     info = data.file_info(path)
     was_training = model.training
     model.eval()
@@ -302,8 +302,10 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     resume = args.resume if resume is None else resume
     check_args(args, ctx, seq_len, micro_batch)
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
-    tokens = data.read_tokens(train_bin or os.path.join(args.data_dir, "train.bin"), vocab_size=model.config.vocab_size)
-    data.read_tokens(os.path.join(args.data_dir, "val.bin"), vocab_size=model.config.vocab_size)  # fail now, not at the first eval
+    fingerprint = data.load_meta(args.data_dir).get("fingerprint")  # same vocabulary size, another tokenizer: refused too
+    tokens = data.read_tokens(train_bin or os.path.join(args.data_dir, "train.bin"), model.config.vocab_size, fingerprint)
+    val = data.read_tokens(os.path.join(args.data_dir, "val.bin"), model.config.vocab_size, fingerprint)
+    next(data.eval_windows(val, 1, min(args.seq_len, model.config.block_size), args.eval_tokens))  # fail now, not at the first eval
     accum = args.batch_tokens // (micro_batch * seq_len * ctx.world)
     stream = data.BatchStream(tokens, micro_batch, seq_len, ctx.rank, ctx.world, accum, position=data_position)
     max_steps = args.max_steps or (max_tokens or args.max_tokens) // args.batch_tokens
@@ -318,9 +320,14 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                                   lr=lr, betas=(args.beta1, args.beta2),
                                   # one kernel per tensor instead of ~10 foreach passes: on CPU too, ~5x faster
                                   fused=ctx.device.split(":")[0] in ("cuda", "cpu"))
-    step, tokens_seen, elapsed, log = 0, 0, 0.0, []
+    step, tokens_seen, elapsed = 0, 0, 0.0
     if resume and os.path.exists(ckpt_path):
+        for stale in glob.glob(os.path.join(out_dir, "ckpt.*.tmp*")) if ctx.master else []:
+            os.remove(stale)  # a whole-size temp file left by a kill inside save_checkpoint; its rename never happened
         ckpt = load_checkpoint(ckpt_path)
+        differ = [f"{k} {ckpt['model_args'].get(k)} there, {v} here" for k, v in model.model_args().items() if ckpt["model_args"].get(k) != v]
+        if differ:
+            raise UsageError(f"--resume: {ckpt_path} holds another model ({', '.join(differ)}); use its flags or another --out_dir")
         model.load_state_dict(ckpt["model"])
         if ckpt.get("done"):
             print0(f"{ckpt_path} is finished; skipping this run")
@@ -339,7 +346,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     log_path, peak = os.path.join(out_dir, "log.jsonl"), peak_flops(ctx)
     if step == 0 and ctx.master:  # a fresh run starts a fresh log; a resumed one appends
         open(log_path, "w").close()
-    last_good = ckpt_path if os.path.exists(ckpt_path) else None
+    last_good = ckpt_path if step else None  # a ckpt.pt left by an earlier run (no --resume) is not this run's
 
     def checkpoint(done, summary=None):
         nonlocal last_good
@@ -420,12 +427,8 @@ def val_curve(out_dirs, steps):
     come from an older run in the same folder and are dropped."""
     points, offset = [], 0.0
     for out_dir, last_step in zip(out_dirs, steps):
-        rows = {}
-        with open(os.path.join(out_dir, "log.jsonl")) as f:
-            for line in f:
-                row = json.loads(line)
-                if "val_loss" in row and row["step"] <= last_step:
-                    rows[row["step"]] = row
+        with open(os.path.join(out_dir, "log.jsonl")) as f:  # a later line of the same step wins
+            rows = {row["step"]: row for row in map(json.loads, f) if "val_loss" in row and row["step"] <= last_step}
         points += [(offset + r["flops"], r["val_loss"]) for _, r in sorted(rows.items())]
         offset = points[-1][0] if points else offset
     return points
@@ -464,13 +467,11 @@ def main():
         args.init_from = args.init_from or os.path.join(args.out_dir, "ckpt.pt")
         model = build_model(args, meta["vocab_size"]).to(ctx.device).eval()
         if args.eval_bin:
-            print0(json.dumps(evaluate(model, args, ctx, val_bin=args.eval_bin, max_tokens=10**12)))
-            return
+            return print0(json.dumps(evaluate(model, args, ctx, val_bin=args.eval_bin, max_tokens=10**12)))
         tok = data.load_tokenizer(args.data_dir)
         idx = torch.tensor([[tok.eot_id] + tok.encode(args.sample)], device=ctx.device)
         out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k)
-        print0(tok.decode(out[0, 1:].tolist()))
-        return
+        return print0(tok.decode(out[0, 1:].tolist()))
     check_args(args, ctx)
     print0(json.dumps(vars(args)))
     model = build_model(args, meta["vocab_size"])
