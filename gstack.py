@@ -28,7 +28,7 @@ import torch.nn as nn
 import data
 from model import GPT, GPTConfig
 from train import (UsageError, add_train_args, check_args, cli, evaluate, load_checkpoint, model_from_checkpoint, plot_curves,
-                   print0, save_checkpoint, setup, train, val_curve)
+                   print0, save_checkpoint, setup, tokenizer_problem, train, val_curve)
 
 DEFAULT_TARGET, DEFAULT_TARGET_SHAPE = "tiny", dict(n_layer=8)  # 8 x 256 wide: 2-layer base at g = 4
 
@@ -259,8 +259,7 @@ def plan(args, vocab_size, base=None):
             problems.append(f"--{flag}: {e}")
     if base is not None:
         src = base.config
-        if src.vocab_size != vocab_size:  # it would train on data of another tokenizer
-            problems.append(f"--grow_from {args.grow_from} has vocabulary {src.vocab_size}, but the data in {args.data_dir} has {vocab_size}")
+        problems += [p for p in [args.max_tokens and tokenizer_problem(base, f"--grow_from {args.grow_from}", args.data_dir)] if p]
         trg = preset("preset", args.preset) if args.preset else replace(src, n_layer=src.n_layer * g)
     else:
         trg, w = preset("preset", args.preset or DEFAULT_TARGET, **({} if args.preset else DEFAULT_TARGET_SHAPE)), args.width_factor

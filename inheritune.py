@@ -32,7 +32,8 @@ import torch.distributed as dist
 
 import data
 from model import GPT
-from train import UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup, token_loss, train
+from train import (UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup,
+                   token_loss, tokenizer_problem, train)
 
 LAYER_CHOICES = ("first", "last", "even", "ends")
 
@@ -185,13 +186,11 @@ def parse_layers(spec):
         raise UsageError(f"--layers {spec!r}: choose {', '.join(LAYER_CHOICES)} or a comma list of layer indices like 0,1,7") from None
 
 
-def check_reference(args, reference, vocab_size, how):
+def check_reference(args, reference, how):
     """Every problem that needs the reference's shape, in one line, before any training."""
     cfg, k, problems = reference.config, reference.config.n_layer, []
     name = f"--reference {args.reference}" if args.reference else f"--preset {args.preset}"
-    if cfg.vocab_size != vocab_size:
-        problems.append(f"{name} has vocabulary {cfg.vocab_size}, but the data in {args.data_dir} has {vocab_size}: "
-                        "prepare the data with the reference's tokenizer")
+    problems += [p for p in [tokenizer_problem(reference, name, args.data_dir)] if p]
     if args.n_layer > k:
         problems.append(f"--n_layer {args.n_layer} exceeds the reference depth {k}")
     if isinstance(how, list):
@@ -266,7 +265,7 @@ def main():
     if args.mode == "v1" and not args.batch_tokens <= args.subset_tokens <= n_train:
         raise UsageError(f"--subset_tokens {args.subset_tokens} must lie between --batch_tokens {args.batch_tokens} and the {n_train} tokens of {train_bin}")
     reference = model_from_checkpoint(args.reference) if args.reference else build_model(args, meta["vocab_size"])
-    check_reference(args, reference, meta["vocab_size"], how)
+    check_reference(args, reference, how)
     k = reference.config.n_layer
 
     rows = []

@@ -1840,7 +1840,8 @@ def new_user_mistakes(root):
     than one batch, a val set smaller than one window; a nanoGPT checkpoint and one of another vocabulary."""
     ids = ((np.arange(24000) * 7) % 120 + 8).astype(np.uint16)
     for name, vocab, file_print, n_train, n_val in (("othertok", 128, 9, 24000, 2000), ("othervocab", 256, 5, 24000, 2000),
-                                                    ("tinytrain", 128, 5, 200, 2000), ("tinyval", 128, 5, 24000, 20)):
+                                                    ("tinytrain", 128, 5, 200, 2000), ("tinyval", 128, 5, 24000, 20),
+                                                    ("fp5", 128, 5, 24000, 2000)):
         (root / name).mkdir()
         data.write_tokens(root / name / "train.bin", ids[:n_train], vocab, 2 * n_train, file_print)
         data.write_tokens(root / name / "val.bin", ids[:n_val], vocab, 2 * n_val, file_print)
@@ -1851,6 +1852,8 @@ def new_user_mistakes(root):
                 "model": {"transformer.wte.weight": torch.zeros(128, 64)}, "iter_num": 0}, root / "nanogpt.pt")
     other = GPT(GPTConfig.from_preset("nano", vocab_size=64))
     torch.save({"model_args": other.model_args(), "model": other.state_dict()}, root / "v64.pt")
+    same_size = GPT(GPTConfig.from_preset("nano", vocab_size=128))  # trained, says its checkpoint, on a tokenizer of fingerprint 9
+    torch.save({"model_args": same_size.model_args(), "model": same_size.state_dict(), "fingerprint": 9}, root / "tok9.pt")
 
 
 BAD_DATA = [  # (what, flags, what the one line must say); {root} is the folder of new_user_mistakes
@@ -1865,6 +1868,8 @@ BAD_FLAGS = [
     ("preset typo", ["--preset", "tinny"], "did you mean 'tiny'"),
     ("nanoGPT checkpoint", ["--init_from", "{root}/nanogpt.pt"], "nanogpt.pt is not a GPT of this repository (TypeError"),
     ("checkpoint of another vocabulary", ["--init_from", "{root}/v64.pt"], "has vocabulary 64, but the data"),
+    ("checkpoint of another tokenizer, same size", ["--data_dir", "{root}/fp5", "--init_from", "{root}/tok9.pt"],
+     "tok9.pt was trained on data of another tokenizer (fingerprint 9; the data in {root}/fp5: 5)"),
     ("no such device", ["--device", "gpu"], "--device gpu: not a device of this machine (here: auto, cpu"),
     ("beta out of range", ["--beta2", "1.5"], "--beta2 1.5 must lie in [0, 1)"),
     ("negative sizes", ["--block_size", "-4", "--grad_clip", "-1"], "--block_size must not be negative; --grad_clip must not"),
@@ -1877,10 +1882,12 @@ BAD_INPUT_SCRIPTS = {  # a valid tiny run of each script, and how its cases diff
     "patch_train": (["--max_steps", 3, *TINY_patch], {}),
     "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384],
                {"nanoGPT checkpoint": ("--grow_from", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data")}),
+                "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data"),
+                "checkpoint of another tokenizer, same size": ("--grow_from", "--grow_from {root}/tok9.pt was trained on data of another tokenizer")}),
     "inheritune": (["--max_tokens", 256 * 40, *SMALL],
                    {"nanoGPT checkpoint": ("--reference", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                    "checkpoint of another vocabulary": ("--reference", "--reference {root}/v64.pt has vocabulary 64, but the data")}),
+                    "checkpoint of another vocabulary": ("--reference", "--reference {root}/v64.pt has vocabulary 64, but the data"),
+                    "checkpoint of another tokenizer, same size": ("--reference", "--reference {root}/tok9.pt was trained on data of another tokenizer")}),
     "multiround": ([*FLAGS], {"train set smaller than one batch": "--batch_tokens 1024 is larger than train.bin"}),
     "bench": ([*SMALL_bench, "--parts", "token"], {}),
 }
@@ -1907,6 +1914,17 @@ def test_bad_input_table_one_line_before_any_work(script, toy_data, tmp_path, mo
         assert exit_.value.code == 2 and len(err.splitlines()) == 1, f"{what}: {err}"
         assert err.startswith(f"{script}.py: error: ") and message.format(root=tmp_path) in err, f"{what}: {err}"
         assert not (tmp_path / "out").exists(), what
+
+
+def test_checkpoints_record_the_tokenizer_of_their_data(tmp_path, monkeypatch):
+    """A checkpoint keeps the fingerprint of the data it was trained on: the same data passes, a model of the same
+    vocabulary size from another tokenizer does not (the table above checks that --init_from refuses it)."""
+    new_user_mistakes(tmp_path)
+    run_main(train, monkeypatch, "--data_dir", tmp_path / "fp5", "--out_dir", tmp_path / "a", "--max_steps", 2, *TINY)
+    model = train.model_from_checkpoint(str(tmp_path / "a" / "ckpt.pt"))
+    assert model.tokenizer_fingerprint == 5 and train.tokenizer_problem(model, "a", tmp_path / "fp5") is None
+    model.tokenizer_fingerprint = 9
+    assert "another tokenizer (fingerprint 9" in train.tokenizer_problem(model, "a", tmp_path / "fp5")
 
 
 def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monkeypatch, capsys):

@@ -191,16 +191,28 @@ def model_from_checkpoint(path):
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # one line, not torch's list of every tensor
         raise UsageError(f"checkpoint {path} is not a GPT of this repository ({type(e).__name__}: {' '.join(str(e).split())[:240]})") from None
+    model.tokenizer_fingerprint = ckpt.get("fingerprint")  # of the data it was trained on (None: unknown, not checked)
     return model
 
 
+def tokenizer_problem(model, source, data_dir):
+    """Why a loaded model cannot go on with the data in data_dir, or None: another vocabulary size, or the same size
+    from another tokenizer (its checkpoint records the data's fingerprint), which would train silently on wrong ids."""
+    meta = data.load_meta(data_dir)
+    if model.config.vocab_size != meta["vocab_size"]:
+        return f"{source} has vocabulary {model.config.vocab_size}, but the data in {data_dir} has {meta['vocab_size']}"
+    seen, here = getattr(model, "tokenizer_fingerprint", None), meta.get("fingerprint")
+    if seen and here and seen != here:
+        return f"{source} was trained on data of another tokenizer (fingerprint {seen}; the data in {data_dir}: {here})"
+
+
 def build_model(args, vocab_size):
-    """A fresh model from --preset, or the weights of --init_from; its vocabulary must match the data's."""
+    """A fresh model from --preset, or the weights of --init_from; its tokenizer must be the data's."""
     if args.init_from:
         model = model_from_checkpoint(args.init_from)
-        if model.config.vocab_size != vocab_size:
-            raise UsageError(f"--init_from {args.init_from} has vocabulary {model.config.vocab_size}, "
-                             f"but the data in {args.data_dir} has {vocab_size}")
+        problem = tokenizer_problem(model, f"--init_from {args.init_from}", args.data_dir)
+        if problem:
+            raise UsageError(problem)
         return model
     overrides = {"vocab_size": vocab_size}
     if args.block_size:
@@ -355,7 +367,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                                         "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens_seen,
                                         "elapsed": elapsed, "max_steps": max_steps, "data": stream.state_dict(),
                                         "rng": {"cpu": torch.get_rng_state()}, "args": vars(args), "done": done,
-                                        "summary": summary})
+                                        "summary": summary, "fingerprint": fingerprint})
         last_good = ckpt_path
 
     def record(**fields):
