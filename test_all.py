@@ -666,19 +666,13 @@ def test_cost_split():
 
 # --- the script ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def toy_data_patch(tmp_path_factory):
-    """Noisy counting sequences (learnable), and a corpus whose token i is i, to see which data a phase read."""
-    d = tmp_path_factory.mktemp("toy")
-    rng = np.random.default_rng(0)
-    stream = (np.arange(200_000) * 7 + rng.integers(0, 3, 200_000)) % 120 + 8
-    data.write_tokens(d / "train.bin", stream[:180_000].astype(np.uint16), 128, 360_000, 0)
-    data.write_tokens(d / "val.bin", stream[180_000:].astype(np.uint16), 128, 40_000, 0)
-    (d / "meta.json").write_text(json.dumps({"name": "toy", "vocab_size": 128, "tokenizer": "none", "eot_id": 0}))
+def toy_data_patch(toy_data, tmp_path_factory):
+    """toy_data (learnable), and a corpus whose token i is i, to see which data a phase read."""
     counting = tmp_path_factory.mktemp("counting")
     data.write_tokens(counting / "train.bin", np.arange(4096), 4096, 8192, 0)
     data.write_tokens(counting / "val.bin", np.arange(1024), 4096, 2048, 0)
     (counting / "meta.json").write_text(json.dumps({"name": "counting", "vocab_size": 4096, "tokenizer": "none"}))
-    return d, counting
+    return toy_data, counting
 
 
 TINY_patch = ["--preset", "nano", "--seq_len", "32", "--batch_tokens", "1024", "--micro_batch", "4", "--eval_tokens", "2048",
@@ -1654,25 +1648,15 @@ def bench(*flags, check=True):
     return res
 
 
-@pytest.fixture(scope="module")
-def toy_data_bench(tmp_path_factory):
-    d = tmp_path_factory.mktemp("toy")
-    stream = (np.arange(60_000) * 7) % 120 + 8
-    data.write_tokens(d / "train.bin", stream[:50_000].astype(np.uint16), 128, 100_000, 0)
-    data.write_tokens(d / "val.bin", stream[50_000:].astype(np.uint16), 128, 20_000, 0)
-    (d / "meta.json").write_text(json.dumps({"name": "toy", "vocab_size": 128, "tokenizer": "none", "eot_id": 0}))
-    return d
-
-
 def test_help_lists_the_benchmark_flags():
     out = bench("--help").stdout
     for flag in ("--parts", "--patch_sizes", "--steps", "--warmup", "--modes", "--prepare_mb", "--json"):
         assert flag in out
 
 
-def test_smoke_run_writes_a_complete_table_and_json(toy_data_bench, tmp_path):
+def test_smoke_run_writes_a_complete_table_and_json(toy_data, tmp_path):
     out = tmp_path / "bench.json"
-    res = bench("--data_dir", toy_data_bench, *SMALL_bench, "--patch_sizes", "2,4", "--parts", "token,patch,eval,data", "--json", out)
+    res = bench("--data_dir", toy_data, *SMALL_bench, "--patch_sizes", "2,4", "--parts", "token,patch,eval,data", "--json", out)
     result = json.loads(out.read_text())
     rows = {r["run"]: r for r in result["training"]}
     assert list(rows) == ["token", "patch K=2", "patch K=4"]
@@ -1709,14 +1693,14 @@ def test_timed_batches_counts_every_read_and_restores_the_reader():
     (["--modes", "fp16"], "--modes"),
     (["--preset", "tiyn"], "did you mean 'tiny'"),
 ])
-def test_bad_flags_are_one_line(toy_data_bench, flags, needle):
-    res = bench("--data_dir", toy_data_bench, *SMALL_bench, *flags, check=False)
+def test_bad_flags_are_one_line(toy_data, flags, needle):
+    res = bench("--data_dir", toy_data, *SMALL_bench, *flags, check=False)
     assert res.returncode == 2
     assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
-def test_prepare_needs_a_tokenizer_and_says_so(toy_data_bench):
-    res = bench("--data_dir", toy_data_bench, *SMALL_bench, "--parts", "prepare", check=False)
+def test_prepare_needs_a_tokenizer_and_says_so(toy_data):
+    res = bench("--data_dir", toy_data, *SMALL_bench, "--parts", "prepare", check=False)
     assert res.returncode == 2 and "tokenizer" in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
