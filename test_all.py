@@ -1911,6 +1911,21 @@ def test_checkpoints_record_the_tokenizer_of_their_data(tmp_path, monkeypatch):
     assert "another tokenizer (fingerprint 9" in train.tokenizer_problem(model, "a", tmp_path / "fp5")
 
 
+@pytest.mark.parametrize("script", ["inheritune", "multiround"])
+def test_two_processes_match_one_in_every_run(script, request, tmp_path):
+    """Same flags and seed, same global batch: 1 process and 2 under torchrun give the same losses in every run the
+    script makes (reference, each searched depth, the baseline; each round, its scoring and selection included)."""
+    if script == "inheritune":
+        flags = ["--data_dir", request.getfixturevalue("toy_data_inh"), "--max_tokens", 256 * 40, *SMALL, "--micro_batch", 4]
+    else:
+        flags = ["--data_dir", request.getfixturevalue("toy")[0], *FLAGS, "--micro_batch", 4, "--rounds", 2]
+    run(f"{script}.py", "--out_dir", tmp_path / "one", *flags)
+    run(f"{script}.py", "--out_dir", tmp_path / "two", *flags, torchrun=2)
+    one, two = (json.loads((tmp_path / n / "results.json").read_text())["rows"] for n in ("one", "two"))
+    assert [r["run"] for r in one] == [r["run"] for r in two] and len(one) >= 2
+    assert [r["val_loss"] for r in one] == pytest.approx([r["val_loss"] for r in two], abs=2e-4)
+
+
 def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monkeypatch, capsys):
     """prune_tokenizer.py and data.py: the same promise, one line and nothing written, for their own inputs."""
     new_user_mistakes(tmp_path)
