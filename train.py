@@ -333,6 +333,8 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                                   # one kernel per tensor instead of ~10 foreach passes: on CPU too, ~5x faster
                                   fused=ctx.device.split(":")[0] in ("cuda", "cpu"))
     step, tokens_seen, elapsed = 0, 0, 0.0
+    if not resume and os.path.exists(ckpt_path):
+        print0(f"note: {ckpt_path} exists; this fresh run will write over it (--resume continues it instead)")
     if resume and os.path.exists(ckpt_path):
         for stale in glob.glob(os.path.join(out_dir, "ckpt.*.tmp*")) if ctx.master else []:
             os.remove(stale)  # a whole-size temp file left by a kill inside save_checkpoint; its rename never happened
