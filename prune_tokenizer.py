@@ -243,7 +243,7 @@ def prune(args, data_dir, vocab_size, out_dir):
         model_args, state_dict = remap_embeddings(ckpt["model_args"], ckpt["model"], kept)
         report["checkpoint"] = args.out_checkpoint or os.path.join(os.path.dirname(args.checkpoint), f"ckpt_pruned{len(kept)}.pt")
         save_checkpoint(report["checkpoint"], {"model_args": model_args, "model": state_dict, "pruned_from": args.checkpoint,
-                                               "tokenizer": str(out / spec)})
+                                               "tokenizer": str(out / spec), "fingerprint": new.fingerprint})
     report.update(out_dir=str(out), seconds=round(time.time() - t0, 1))
     return report
 

@@ -1385,6 +1385,7 @@ def test_remapped_embedding_rows_are_the_rows_of_the_same_tokens(sp_data, tied, 
     report = pt.prune(args, d / "src", 400, tmp_path / "pruned")
     small = train.model_from_checkpoint(report["checkpoint"])  # loads as this repository's checkpoint
     assert small.config.vocab_size == 400 and small.config.tie_embeddings == tied
+    assert small.tokenizer_fingerprint == load_meta(tmp_path / "pruned")["fingerprint"]  # it records the pruned tokenizer
     old = spm.SentencePieceProcessor(model_file=str(d / "src" / "tokenizer.model"))
     new = spm.SentencePieceProcessor(model_file=str(tmp_path / "pruned" / "tokenizer.model"))
     for new_id in range(400):
