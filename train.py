@@ -407,7 +407,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
             elapsed += dt
             loss_sum.zero_()
             if not math.isfinite(train_loss):
-                raise FloatingPointError(f"non-finite loss {train_loss} at step {step}; last good checkpoint: {last_good or 'none'} "
+                raise FloatingPointError(f"non-finite loss {train_loss} at step {step}; last good checkpoint: {last_good or f'none yet in {out_dir}'} "
                                          "(lower --lr or check the data, then --resume)")
             fields = dict(step=step, tokens=tokens_seen, loss=train_loss, lr=step_lr, grad_norm=grad_norm.item(),
                           tok_per_s=window_tokens / dt, elapsed=elapsed, flops=tokens_seen * flops_per_token)
