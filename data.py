@@ -481,7 +481,8 @@ def main():
     try:
         prepare(**vars(parser.parse_args()))
     except (DataError, OSError) as e:  # OSError: e.g. --out_dir is a file, or the disk is full
-        sys.exit(f"data.py: error: {e}")
+        print(f"data.py: error: {e}", file=sys.stderr)
+        sys.exit(2)  # as argparse and the other scripts do for bad input
 
 
 if __name__ == "__main__":

@@ -1958,11 +1958,12 @@ def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monke
         (["--tokenizer", "gtp2"], "unknown tokenizer 'gtp2'"),
         (["--tokenizer", tmp_path / "empty.model"], "empty.model"),
     ]
-    for flags, message in data_cases:  # data.py exits with its one-line message (status 1)
+    for flags, message in data_cases:  # data.py exits with its one-line message (status 2, as the other scripts)
         monkeypatch.setattr(sys, "argv", ["data.py", "--input", str(sp_data[0] / "docs"), "--vocab_size", "300", "--num_proc", "1",
                                           "--out_dir", str(out), *map(str, flags)])
         with pytest.raises(SystemExit) as exit_:
             data.main()
-        assert isinstance(exit_.value.code, str) and "\n" not in exit_.value.code, flags
-        assert exit_.value.code.startswith("data.py: error: ") and message in exit_.value.code, exit_.value.code
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, f"{flags}: {err}"
+        assert err.startswith("data.py: error: ") and message in err, err
         assert not out.exists()
