@@ -520,13 +520,13 @@ def test_prepare_bad_inputs_raise_one_line(tmp_path):
         load_meta(tmp_path / "out" / "never")
 
 
-def test_cli_reports_one_line_and_fails(tmp_path, monkeypatch):
+def test_cli_reports_one_line_and_fails(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["data.py", "--input", str(tmp_path / "missing"), "--out_dir", str(tmp_path)])
     with pytest.raises(SystemExit) as e:
         data.main()
-    # sys.exit with a string prints it to stderr and exits with status 1
-    assert isinstance(e.value.code, str) and "\n" not in e.value.code
-    assert e.value.code.startswith("data.py: error: --input") and "missing: no such file" in e.value.code
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("data.py: error: --input") and "missing: no such file" in err
 
 
 # -----------------------------------------------------------------------------

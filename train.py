@@ -42,13 +42,17 @@ def print0(*a, **k):
 
 def cli(main):
     """Run main(); bad input ends with one line naming the problem and exit code 2, not a traceback."""
+    finished = False
     try:
         main()
+        finished = True
     except (UsageError, data.DataError, FloatingPointError) as e:
         print0(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
         sys.exit(2)
     finally:
         if dist.is_initialized():
+            if finished:  # all ranks tear gloo down together: one rank's teardown while a peer still talks can abort it
+                dist.barrier()
             dist.destroy_process_group()
 
 
