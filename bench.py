@@ -37,7 +37,7 @@ import torch
 import data
 import train
 from patch_train import patch_loss_fn, patch_micro_batch
-from train import UsageError, add_train_args, build_model, check_args, cli, print0, setup
+from train import UsageError, add_train_args, build_model, check_args, check_seq_len, cli, print0, setup
 
 PARTS = ("token", "patch", "eval", "data", "prepare")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -286,8 +286,7 @@ def main():
     meta = data.load_meta(args.data_dir)
     torch.manual_seed(args.seed)
     model = build_model(args, meta["vocab_size"])
-    if args.seq_len > model.config.block_size:
-        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    check_seq_len(args, model)
     data.BatchStream(data.read_tokens(os.path.join(args.data_dir, "train.bin"), vocab_size=meta["vocab_size"]),
                      args.micro_batch, max(patch_sizes) * args.seq_len)  # a too-short train.bin fails now
     if "prepare" in parts:

@@ -70,16 +70,18 @@ class Tokenizer:
                 self._model_bytes = Path(spec).read_bytes()
                 self._sp = spm.SentencePieceProcessor(model_proto=self._model_bytes)
             elif spec.endswith(".tiktoken"):
-                # a rank file says nothing of pre-splitting or specials: take GPT-2's, EOT right after the last rank
                 ranks = load_tiktoken_bpe(spec)
-                self._tt = tiktoken.Encoding(Path(spec).stem, pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                                             special_tokens={EOT: len(ranks)})
+                pat_str, specials = tiktoken_extras(spec, len(ranks))
+                self._tt = tiktoken.Encoding(Path(spec).stem, pat_str=pat_str, mergeable_ranks=ranks,
+                                             special_tokens=specials)
             else:
                 self._tt = tiktoken.get_encoding(spec)
-        except (ValueError, OSError, RuntimeError) as e:  # a malformed file, or offline with nothing cached
+        except (ValueError, OSError, RuntimeError, KeyError) as e:  # a malformed file, or offline with nothing cached
             raise DataError(f"tokenizer {spec}: cannot load it ({_why(e)}); a tiktoken name needs the internet "
                             "once, or its files in $TIKTOKEN_CACHE_DIR") from None
         if self._tt is not None:
+            if EOT not in self._tt._special_tokens:
+                raise DataError(f"tokenizer {spec}: it has no {EOT} special token to separate documents with")
             self.vocab_size, self.eot_id = self._tt.n_vocab, self._tt.eot_token
             return
         # the separator goes before every document, so BOS is the natural choice
@@ -93,11 +95,32 @@ class Tokenizer:
     def fingerprint(self):
         """sha256 of the vocabulary, cut to a non-negative int63 so that it fits the int64 file header."""
         h = hashlib.sha256(getattr(self, "_model_bytes", b""))
+        if self._tt is not None and self._tt._pat_str != r50k_pat_str:  # another split gives other ids for a text
+            h.update(self._tt._pat_str.encode())  # (GPT-2's adds nothing, so older fingerprints stay valid)
         for i in range(self.vocab_size if self._tt is not None else 0):  # the bytes of each id, in id order
             with contextlib.suppress(KeyError):  # some encodings leave ids unused between ranks and specials
                 piece = self._tt.decode_single_token_bytes(i)
                 h.update(b"%d %d " % (i, len(piece)) + piece)
         return int.from_bytes(h.digest()[:8], "little") >> 1
+
+    @functools.cached_property
+    def token_bytes(self):
+        """UTF-8 bytes of each id's text, int64 [vocab_size]; special and control ids count 0. Summed over the
+        scored targets it gives the exact byte count that bits per byte divides by (nanochat's token_bytes)."""
+        n = np.zeros(self.vocab_size, np.int64)
+        if self._tt is not None:
+            specials = set(self._tt._special_tokens.values())
+            for i in range(self.vocab_size):
+                with contextlib.suppress(KeyError):  # ids left unused between ranks and specials count 0
+                    n[i] = 0 if i in specials else len(self._tt.decode_single_token_bytes(i))
+            return n
+        sp = self._sp
+        for i in range(self.vocab_size):
+            if sp.is_byte(i):  # <0xNN>: one byte of a character the vocabulary lacks
+                n[i] = 1
+            elif not (sp.is_control(i) or sp.is_unknown(i)):
+                n[i] = len(sp.id_to_piece(i).replace(SP_SPACE, " ").encode())
+        return n
 
     def encode(self, text):
         return self.encode_batch([text])[0]
@@ -116,6 +139,17 @@ class Tokenizer:
     def decode(self, ids):
         ids = np.asarray(ids).reshape(-1).tolist()
         return self._tt.decode(ids) if self._tt is not None else self._sp.decode(ids)
+
+
+def tiktoken_extras(rank_file, n_ranks):
+    """(pre-split regex, special tokens) of a .tiktoken rank file, from FILE.json beside it when there is one
+    ({"pat_str": ..., "special_tokens": {name: id}}, as prune_tokenizer writes for a non-GPT-2 source); a bare
+    rank file says nothing of either, so it gets GPT-2's regex and <|endoftext|> right after the last rank."""
+    about = Path(str(rank_file) + ".json")
+    if not about.is_file():
+        return r50k_pat_str, {EOT: n_ranks}
+    extras = json.loads(about.read_text())
+    return extras["pat_str"], {name: int(i) for name, i in extras["special_tokens"].items()}
 
 
 def train_sentencepiece(docs, vocab_size):
@@ -176,7 +210,10 @@ def file_info(path):
     if size < HEADER_BYTES:
         raise DataError(f"{path}: {size} bytes, too short for a token file; prepare it again with `python data.py`")
     magic, version, itemsize, vocab_size, n_tokens, n_bytes, fingerprint, _ = np.fromfile(path, "<i8", 8).tolist()
-    if magic != MAGIC or version != VERSION or itemsize not in (2, 4):
+    if magic != MAGIC:  # e.g. nanoGPT's train.bin: bare uint16 ids, no header
+        raise DataError(f"{path}: no token-file header; it looks like a raw headerless file of ids (nanoGPT's "
+                        f"train.bin?): convert it with `python data.py --from_raw TRAIN.bin VAL.bin --vocab_size V`")
+    if version != VERSION or itemsize not in (2, 4):
         raise DataError(f"{path}: not a version-{VERSION} token file (magic {magic:#x}, version {version}, "
                         f"{itemsize}-byte ids; expected {MAGIC:#x}, {VERSION}, 2 or 4)")
     if size != HEADER_BYTES + n_tokens * itemsize:
@@ -351,7 +388,13 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
         (data_dir / spec).write_bytes(train_sentencepiece(splits["train"], vocab_size))
     elif tokenizer.endswith((".model", ".tiktoken")):  # copied in, so that the data folder stands alone
         spec = "tokenizer" + Path(tokenizer).suffix
-        (data_dir / spec).write_bytes(Path(tokenizer).read_bytes())  # read first: it may be this very file
+        extras = Path(tokenizer + ".json")  # a .tiktoken's regex and specials go with it (tiktoken_extras)
+        extras = extras.read_bytes() if extras.is_file() else None  # read first: they may be these very files
+        (data_dir / spec).write_bytes(Path(tokenizer).read_bytes())
+        if extras:
+            (data_dir / (spec + ".json")).write_bytes(extras)
+        else:  # not another tokenizer's, left from an earlier run
+            (data_dir / (spec + ".json")).unlink(missing_ok=True)
     tok, t_tok = load_tokenizer(data_dir, spec), time.time() - t_tok
 
     meta = dict(name=name, tokenizer=spec, vocab_size=tok.vocab_size, eot_id=tok.eot_id,
@@ -376,6 +419,58 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
     return meta
 
 
+def from_raw(train_file, val_file, vocab_size, out_dir="data", name=None, tokenizer=None, raw_dtype="uint16"):
+    """Token files of another tool (nanoGPT's train.bin / val.bin: bare little-endian ids, no header) as a data
+    folder of this repository. With --tokenizer (the one that made the ids), meta.json names it and the headers
+    hold the exact UTF-8 byte counts, so bits per byte works; without one the bytes are unknown (0). The ids
+    are memory-mapped and checked in chunks, so a file larger than memory converts."""
+    dtype = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}.get(raw_dtype)
+    problems = [] if dtype else [f"--raw_dtype {raw_dtype}: choose uint16 (nanoGPT) or uint32"]
+    problems += [f"--vocab_size {vocab_size} must be positive"] if vocab_size < 1 else []
+    tok = None
+    try:
+        tok = Tokenizer(tokenizer) if tokenizer else None
+    except DataError as e:
+        problems.append(str(e))
+    if tok and tok.vocab_size != vocab_size:
+        problems.append(f"--vocab_size {vocab_size} differs from --tokenizer {tokenizer}'s {tok.vocab_size} ids")
+    for path in (train_file, val_file):
+        if not Path(path).is_file():
+            problems.append(f"--from_raw {path}: no such file")
+        elif dtype and Path(path).stat().st_size % dtype.itemsize:
+            problems.append(f"--from_raw {path}: {Path(path).stat().st_size} bytes is no whole number of {raw_dtype} ids")
+    if problems:
+        raise DataError("; ".join(problems))
+    data_dir = Path(out_dir) / (name or Path(train_file).resolve().parent.name)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "meta.json").unlink(missing_ok=True)  # written last: its presence says the rest is complete
+    spec = None
+    if tok and tokenizer.endswith((".model", ".tiktoken")):  # copied in, so that the folder stands alone
+        spec = "tokenizer" + Path(tokenizer).suffix
+        (data_dir / spec).write_bytes(Path(tokenizer).read_bytes())
+    elif tok:
+        spec = tokenizer
+    meta = dict(name=data_dir.name, tokenizer=spec, vocab_size=vocab_size, eot_id=tok.eot_id if tok else None,
+                fingerprint=tok.fingerprint if tok else 0, dtype=token_dtype(vocab_size).name,
+                args=dict(from_raw=[str(train_file), str(val_file)], raw_dtype=raw_dtype, tokenizer=tokenizer))
+    for split, path in (("train", train_file), ("val", val_file)):
+        ids = np.memmap(path, dtype, mode="r") if Path(path).stat().st_size else np.zeros(0, dtype)
+        n_bytes = 0
+        for start in range(0, len(ids), 1 << 24):  # chunks: range check and byte count in bounded memory
+            chunk = np.asarray(ids[start:start + (1 << 24)], np.int64)
+            if chunk.max() >= vocab_size:
+                raise DataError(f"--from_raw {path}: id {chunk.max()} does not fit --vocab_size {vocab_size}")
+            n_bytes += int(tok.token_bytes[chunk].sum()) if tok else 0
+        out = ids if dtype == token_dtype(vocab_size) else ids.astype(token_dtype(vocab_size))
+        write_tokens(data_dir / f"{split}.bin", out, vocab_size, n_bytes, meta["fingerprint"])
+        meta[split] = dict(tokens=len(ids), bytes=n_bytes, tokens_per_byte=round(len(ids) / n_bytes, 6) if n_bytes else None)
+        print(f"  {data_dir / split}.bin: {len(ids):,} tokens" + (f", {n_bytes:,} bytes of text" if tok else ""))
+    (data_dir / ".meta.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(data_dir / ".meta.json.tmp", data_dir / "meta.json")
+    print(f"wrote {data_dir}/ from raw ids" + ("" if tok else " (no --tokenizer: bits per byte unknown)"))
+    return meta
+
+
 def load_meta(data_dir):
     try:  # missing, or empty / cut short by an interrupted copy: one clear line either way
         return json.loads((Path(data_dir) / "meta.json").read_text())
@@ -386,6 +481,8 @@ def load_meta(data_dir):
 def load_tokenizer(data_dir, spec=None):
     """The tokenizer named in <data_dir>/meta.json (or by spec); its file names are relative to data_dir."""
     spec = spec or load_meta(data_dir)["tokenizer"]
+    if not spec:  # e.g. converted --from_raw without --tokenizer
+        raise DataError(f"{Path(data_dir) / 'meta.json'} names no tokenizer")
     return Tokenizer(Path(data_dir) / spec if spec.endswith((".model", ".tiktoken")) else spec)
 
 
@@ -478,8 +575,15 @@ def main():
     parser.add_argument("--out_dir", default="data", help="the data set goes into OUT_DIR/NAME/")
     parser.add_argument("--name", help="data set name (default: the source, the first input's name, or stdlib)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the train/val split by document")
+    parser.add_argument("--from_raw", nargs=2, metavar=("TRAIN", "VAL"), help="instead: convert two raw headerless id "
+                        "files (nanoGPT's train.bin val.bin) into OUT_DIR/NAME/; needs --vocab_size, --tokenizer optional")
+    parser.add_argument("--raw_dtype", default="uint16", help="--from_raw: the ids' type, uint16 (nanoGPT) or uint32")
+    args = vars(parser.parse_args())
+    raw, raw_dtype = args.pop("from_raw"), args.pop("raw_dtype")
     try:
-        prepare(**vars(parser.parse_args()))
+        if raw:
+            return from_raw(*raw, args["vocab_size"], args["out_dir"], args["name"], args["tokenizer"], raw_dtype)
+        prepare(**args)
     except (DataError, OSError) as e:  # OSError: e.g. --out_dir is a file, or the disk is full
         print(f"data.py: error: {e}", file=sys.stderr)
         sys.exit(2)  # as argparse and the other scripts do for bad input

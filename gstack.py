@@ -219,6 +219,16 @@ def read_config(args):
         cfg = json.load(open(args.config))
     except (OSError, ValueError) as e:
         raise UsageError(f"--config {args.config} cannot be read as JSON ({e})")
+    if not isinstance(cfg, dict):
+        raise UsageError(f"--config {args.config}: a JSON object is needed (keys src_config_name, trg_config_name, "
+                         f"src_init_path, stacking_list), not a {type(cfg).__name__}")
+    layers = cfg.get("stacking_list", [])
+    if not isinstance(layers, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in layers):
+        raise UsageError(f"--config {args.config}: stacking_list must be a list of base layer indices like [0, 1, 0, 1], "
+                         f"not {json.dumps(layers)}")
+    for key in ("src_config_name", "trg_config_name", "src_init_path"):
+        if not isinstance(cfg.get(key, ""), str):
+            raise UsageError(f"--config {args.config}: {key} must be a string, not {json.dumps(cfg[key])}")
     args.base_preset = cfg.get("src_config_name", args.base_preset)
     args.preset = cfg.get("trg_config_name", args.preset)
     args.grow_from = cfg.get("src_init_path", args.grow_from)
@@ -233,8 +243,8 @@ def check_flags(args, ctx):
         problems.append(f"--growth_tokens must be 'auto' or a token count, not {args.growth_tokens!r}")
     if not 0 < args.growth_fraction < 1:
         problems.append(f"--growth_fraction {args.growth_fraction} must be in (0, 1)")
-    if min(args.learn_steps, args.learn_lr, args.growth_factor) <= 0:
-        problems.append("--learn_steps, --learn_lr and --growth_factor must be positive")
+    problems += [f"--{flag} {getattr(args, flag)} must be positive" for flag in ("learn_steps", "learn_lr", "growth_factor")
+                 if getattr(args, flag) <= 0]
     if args.grow_from and (args.compare or args.operator == "learn"):
         problems.append("--compare and --operator learn need the whole pipeline (they train on data), not --grow_from")
     if args.init_from:  # the shared flag would otherwise be ignored without a word
@@ -327,7 +337,7 @@ def grow_checkpoint(args, ctx, base, src, trg, stacking):
     print0(f"grew {args.grow_from} ({src.n_layer}L{src.n_embd}) with {args.operator}, layers {stacking} -> "
            f"{os.path.join(args.out_dir, 'grown.pt')} ({trg.n_layer}L{trg.n_embd}, {grown.num_params():,} parameters)")
     if args.max_tokens:
-        position = load_checkpoint(args.grow_from).get("data", {}).get("position", 0) if os.path.isfile(args.grow_from) else 0
+        position = load_checkpoint(args.grow_from, "--grow_from").get("data", {}).get("position", 0) if os.path.isfile(args.grow_from) else 0
         print0(f"== grown: {args.max_tokens:,} tokens from token {position:,} on")
         train(grown, args, ctx, out_dir=os.path.join(args.out_dir, "grown"), max_tokens=args.max_tokens, data_position=position)
 
@@ -435,7 +445,7 @@ def main():
         read_config(args)
     ctx = setup(args)
     check_flags(args, ctx)
-    base = model_from_checkpoint(args.grow_from) if args.grow_from else None
+    base = model_from_checkpoint(args.grow_from, "--grow_from") if args.grow_from else None
     shapes = plan(args, data.load_meta(args.data_dir)["vocab_size"] if args.max_tokens or not base else base.config.vocab_size, base)
     print0(json.dumps(vars(args)))
     if base:

@@ -262,9 +262,12 @@ def main():
     meta = data.load_meta(args.data_dir)
     train_bin = os.path.join(args.data_dir, "train.bin")
     n_train = data.file_info(train_bin)["n_tokens"]
-    if args.mode == "v1" and not args.batch_tokens <= args.subset_tokens <= n_train:
-        raise UsageError(f"--subset_tokens {args.subset_tokens} must lie between --batch_tokens {args.batch_tokens} and the {n_train} tokens of {train_bin}")
-    reference = model_from_checkpoint(args.reference) if args.reference else build_model(args, meta["vocab_size"])
+    # one step reads batch_tokens windows of seq_len + 1, so the subset needs one token more than a batch
+    if args.mode == "v1" and not args.batch_tokens < args.subset_tokens <= n_train:
+        raise UsageError(f"--subset_tokens {args.subset_tokens} must exceed --batch_tokens {args.batch_tokens} (one step "
+                         f"reads batch_tokens + 1) and be at most the {n_train} tokens of {train_bin}")
+    reference = (model_from_checkpoint(args.reference, "--reference") if args.reference
+                 else build_model(args, meta["vocab_size"]))
     check_reference(args, reference, how)
     k = reference.config.n_layer
 

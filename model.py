@@ -43,11 +43,19 @@ class GPTConfig:
     def __post_init__(self):
         if self.flavour not in ("gpt2", "llama"):
             raise ValueError(f"flavour must be 'gpt2' or 'llama', not {self.flavour!r}")
+        sizes = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+        small = [f"{f} {getattr(self, f)}" for f in sizes if getattr(self, f) < 1]
+        small += [f"{f} {getattr(self, f)}" for f in ("n_kv_head", "ffn_hidden") if getattr(self, f) < 0]
+        if small:
+            raise ValueError(f"{', '.join(small)}: sizes must be positive")
         self.n_kv_head = self.n_kv_head or self.n_head
         if not self.ffn_hidden:
             self.ffn_hidden = 4 * self.n_embd if self.flavour == "gpt2" else 256 * math.ceil(8 * self.n_embd / 3 / 256)
         if self.n_embd % self.n_head or self.n_head % self.n_kv_head:
             raise ValueError(f"n_embd {self.n_embd} must divide by n_head {self.n_head}, and n_head by n_kv_head {self.n_kv_head}")
+        if self.flavour == "llama" and self.head_dim % 2:  # RoPE rotates pairs of channels
+            raise ValueError(f"head dim n_embd / n_head = {self.n_embd} / {self.n_head} = {self.head_dim} is odd; "
+                             "rotary positions need an even head dim")
         if self.flavour == "gpt2" and not self.tie_embeddings:
             raise ValueError("the gpt2 flavour always ties the embedding and the head")
 
@@ -291,9 +299,12 @@ class GPT(nn.Module):
                 ours[name].copy_(src)
         return model
 
-    def save_hf(self, path, dtype=torch.float32):
-        """Write config.json + model.safetensors that transformers' AutoModelForCausalLM loads."""
+    def save_hf(self, path, dtype=torch.float32, eot_id=None):
+        """Write config.json + model.safetensors that transformers' AutoModelForCausalLM loads. eot_id, the data's
+        end-of-text id, becomes bos/eos_token_id (None writes null: GPT-2's default 50256 may not exist here)."""
         cfg = self.config
+        if eot_id is not None and not 0 <= eot_id < cfg.vocab_size:
+            raise ValueError(f"eot_id {eot_id} is outside the vocabulary 0..{cfg.vocab_size - 1}")
         os.makedirs(path, exist_ok=True)
         sd = self.state_dict()
         tensors = {}
@@ -311,7 +322,7 @@ class GPT(nn.Module):
             tensors = {"transformer." + k: v for k, v in tensors.items()}
         _write_safetensors(os.path.join(path, "model.safetensors"), tensors)
         with open(os.path.join(path, "config.json"), "w") as f:
-            json.dump(_config_to_hf(cfg, dtype), f, indent=2)
+            json.dump({**_config_to_hf(cfg, dtype), "bos_token_id": eot_id, "eos_token_id": eot_id}, f, indent=2)
 
 
 def _hf_names(cfg):

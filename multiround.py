@@ -31,7 +31,8 @@ import torch
 import torch.distributed as dist
 
 import data
-from train import UsageError, add_train_args, build_model, check_args, cli, model_from_checkpoint, print0, setup, train
+from train import (UsageError, add_train_args, build_model, check_args, check_seq_len, cli, model_from_checkpoint,
+                   print0, rank0_decides, setup, train)
 
 
 # --- the method ---------------------------------------------------------------------------------------------
@@ -193,8 +194,7 @@ def main():
     info = data.file_info(train_bin)
     check_multiround_args(args, ctx, info["n_tokens"])
     model = build_model(args, meta["vocab_size"])
-    if args.seq_len > model.config.block_size:
-        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    check_seq_len(args, model)
     tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"], fingerprint=meta.get("fingerprint"))
     n_batches = args.max_tokens // args.batch_tokens
     n_keep = max(1, round(args.keep * n_batches))
@@ -215,7 +215,8 @@ def main():
             name = f"round{r}" if how == "loss" else f"uniform_round{r}"
             selected = os.path.join(args.out_dir, name, "selected.bin")
             index_path = selected[:-4] + ".json"
-            if args.resume and os.path.exists(index_path):  # selected before the interruption: same seed, same draw
+            # selected before the interruption (same seed, same draw); rank 0 decides, since it may be writing the file
+            if rank0_decides(args.resume and os.path.exists(index_path), ctx):
                 with open(index_path) as f:
                     index = json.load(f)
                 if (index["n_batches"], index["n_keep"], index["batch_tokens"]) != (n_batches, n_keep, args.batch_tokens):

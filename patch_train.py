@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import data
-from train import (UsageError, add_train_args, build_model, check_args, cli, plot_curves, print0, setup, token_loss, train,
-                   val_curve)
+from train import (UsageError, add_train_args, build_model, check_args, check_seq_len, cli, plot_curves, print0, setup,
+                   token_loss, train, val_curve)
 
 
 # --- the method: copy these ---------------------------------------------------------------------------
@@ -224,8 +224,7 @@ def main():
     check_patch_args(args, ctx, n_train)
     print0(json.dumps(vars(args)))
     model = build_model(args, meta["vocab_size"])
-    if args.seq_len > model.config.block_size:  # phase 1 runs T = seq_len patches, phase 2 T tokens
-        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    check_seq_len(args, model)
     flops_per_token = model.flops_per_token(args.seq_len)
     patch, token = patch_then_token(model, args, ctx, args.out_dir)
     summary = report(patch, token, args, flops_per_token)

@@ -99,8 +99,16 @@ def prune_vocab(counts, vocab_size, mandatory, rank):
 # --- 3. output that stock libraries load ---------------------------------------------------------------------
 def tiktoken_file(pieces):
     """The .tiktoken format (tiktoken.load.load_tiktoken_bpe): one 'base64(bytes) rank' line per token, ranks
-    0..n-1 in the original order. <|endoftext|> is no rank: data.Tokenizer puts it at id n."""
+    0..n-1 in the original order. Special tokens are no ranks: tiktoken_extras puts them after the last one."""
     return "".join(f"{base64.b64encode(p).decode()} {r}\n" for r, p in enumerate(pieces)).encode()
+
+
+def tiktoken_extras(pat_str, special_names, n_ranks):
+    """FILE.tiktoken.json beside the rank file: the source's pre-split regex and its special tokens, numbered
+    after the n_ranks ranks in their old order. A pruned cl100k / o200k then splits text as its source does;
+    without this file data.Tokenizer would assume GPT-2's regex and <|endoftext|> alone."""
+    specials = {name: n_ranks + k for k, name in enumerate(special_names)}
+    return json.dumps({"pat_str": pat_str, "special_tokens": specials}, indent=1).encode()
 
 
 def sentencepiece_file(model_bytes, kept_ids):
@@ -159,17 +167,26 @@ def source_vocab(tok):
             raise data.DataError(f"{tok.name}: its NORMAL pieces are not in decreasing score order, so ids are not the merge order")
         return dict(rank=rank, mandatory=[i for i, p in enumerate(proto.pieces) if p.type != SP_NORMAL],
                     names=dict(enumerate(p.piece for p in proto.pieces)), suffix=".model",
-                    write=lambda kept: sentencepiece_file(model_bytes, kept))
-    rank = load_tiktoken_bpe(tok.name) if tok.name.endswith(".tiktoken") else tiktoken.get_encoding(tok.name)._mergeable_ranks
-    names = {i: p for p, i in rank.items()} | {tok.eot_id: b"<|endoftext|>"}
-    return dict(rank=rank, mandatory=sorted(i for p, i in rank.items() if len(p) == 1) + [tok.eot_id], names=names,
-                suffix=".tiktoken", write=lambda kept: tiktoken_file([names[i] for i in kept if i != tok.eot_id]))
+                    write=lambda kept: {".model": sentencepiece_file(model_bytes, kept)})
+    enc = tok._tt
+    rank, specials = enc._mergeable_ranks, enc._special_tokens  # piece -> id; name -> id
+    names = {i: p for p, i in rank.items()} | {i: name.encode() for name, i in specials.items()}
+
+    def write(kept):
+        pieces = [names[i] for i in kept if i in names and names[i] in rank]
+        kept_specials = [name for name, i in sorted(specials.items(), key=lambda kv: kv[1])]
+        return {".tiktoken": tiktoken_file(pieces), ".tiktoken.json": tiktoken_extras(enc._pat_str, kept_specials, len(pieces))}
+    return dict(rank=rank, mandatory=sorted(i for p, i in rank.items() if len(p) == 1) + sorted(specials.values()),
+                names=names, suffix=".tiktoken", write=write)
 
 
 def kept_in_new_order(kept, tok):
-    """Old ids in new-id order. A pruned .tiktoken puts <|endoftext|> after the last rank (where data.Tokenizer
-    expects it); sentencepiece keeps every piece's relative position."""
-    return kept if tok.name.endswith(".model") else [i for i in kept if i != tok.eot_id] + [tok.eot_id]
+    """Old ids in new-id order. A pruned .tiktoken puts its special tokens after the last rank, in their old order
+    (<|endoftext|> first for GPT-2 and cl100k); sentencepiece keeps every piece's relative position."""
+    if tok.name.endswith(".model"):
+        return kept
+    specials = set(tok._tt._special_tokens.values())
+    return [i for i in kept if i not in specials] + sorted(specials)
 
 
 def check_inputs(args, vocab_size, tok, stats_files, mandatory):
@@ -184,7 +201,7 @@ def check_inputs(args, vocab_size, tok, stats_files, mandatory):
             problems.append(f"--stats_files {path}: tokenized with another tokenizer ({info['vocab_size']} ids, fingerprint "
                             f"{info['fingerprint']}) than {tok.name} ({tok.vocab_size} ids, fingerprint {tok.fingerprint}), the one being pruned")
     if args.checkpoint:
-        vocab = model_from_checkpoint(args.checkpoint).config.vocab_size  # a checkpoint that is no GPT of ours fails here, not at the end
+        vocab = model_from_checkpoint(args.checkpoint, "--checkpoint").config.vocab_size  # a checkpoint that is no GPT of ours fails here, not at the end
         if vocab != tok.vocab_size:
             problems.append(f"--checkpoint {args.checkpoint}: its vocabulary is {vocab}, but {tok.name} has {tok.vocab_size} ids; "
                             "give a checkpoint trained on data tokenized by it")
@@ -206,7 +223,8 @@ def prune(args, data_dir, vocab_size, out_dir):
     out, spec = Path(out_dir), "tokenizer" + vocab["suffix"]
     out.mkdir(parents=True, exist_ok=True)
     (out / "meta.json").unlink(missing_ok=True)  # written last: its presence says the folder is complete
-    (out / spec).write_bytes(vocab["write"](kept))
+    for suffix, blob in vocab["write"](kept).items():  # the tokenizer file (and a .tiktoken's regex + specials)
+        (out / ("tokenizer" + suffix)).write_bytes(blob)
     new = data.Tokenizer(out / spec)
     new_id = {old: n for n, old in enumerate(kept)}
     new_rank = {names[i]: new_id[i] for i in kept if names[i] in rank}
@@ -239,7 +257,7 @@ def prune(args, data_dir, vocab_size, out_dir):
     tmp.write_text(json.dumps(new_meta, indent=2) + "\n")
     os.replace(tmp, out / "meta.json")
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt = load_checkpoint(args.checkpoint, "--checkpoint")
         model_args, state_dict = remap_embeddings(ckpt["model_args"], ckpt["model"], kept)
         report["checkpoint"] = args.out_checkpoint or os.path.join(os.path.dirname(args.checkpoint), f"ckpt_pruned{len(kept)}.pt")
         save_checkpoint(report["checkpoint"], {"model_args": model_args, "model": state_dict, "pruned_from": args.checkpoint,
@@ -348,6 +366,8 @@ def main():
         problems += [f"--compare_sizes {s}: must lie in 257..50256 (GPT-2's 256 bytes + <|endoftext|> are mandatory)"
                      for s in args.compare_sizes if not 257 <= s < 50257]
         problems += ["--compare trains fresh models; --init_from and --checkpoint do not apply"] if args.init_from or args.checkpoint else []
+    if args.init_from and not args.compare:  # a shared training flag: pruning would ignore it without a word
+        problems.append(f"--init_from {args.init_from} does not apply to pruning: give the model to slice as --checkpoint")
     if args.checkpoint and not os.path.isfile(args.checkpoint):
         problems.append(f"--checkpoint {args.checkpoint}: no such file")
     try:

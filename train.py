@@ -13,6 +13,7 @@ evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpo
 """
 import argparse
 import ctypes
+import functools
 import glob
 import json
 import math
@@ -173,30 +174,45 @@ def save_checkpoint(path, state):
     os.close(fd)
 
 
-def load_checkpoint(path):
+def load_checkpoint(path, flag="checkpoint"):
+    """torch.load of a ckpt.pt; a missing or unreadable file is one line that names the flag it came from."""
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint {path} does not exist")
+        raise UsageError(f"{flag} {path}: no such checkpoint file")
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
-        raise UsageError(f"checkpoint {path} cannot be read ({type(e).__name__}); is it a ckpt.pt of this repository?")
+        raise UsageError(f"{flag} {path}: cannot be read ({type(e).__name__}); is it a ckpt.pt of this repository?")
 
 
-def model_from_checkpoint(path):
-    """A GPT from a ckpt.pt of this repository, or from a Hugging Face GPT-2/Llama folder."""
+def model_from_checkpoint(path, flag="--init_from"):
+    """A GPT from a ckpt.pt of this repository, or from a Hugging Face GPT-2/Llama folder; errors name `flag`."""
     if os.path.isdir(path):
         try:  # no config.json, unsupported options, missing weights
             return GPT.from_hf(path)
         except (ValueError, KeyError, FileNotFoundError) as e:
-            raise UsageError(f"--init_from {path}: a folder must be a Hugging Face GPT-2/Llama checkpoint ({e})") from None
-    ckpt = load_checkpoint(path)
+            raise UsageError(f"{flag} {path}: a folder must be a Hugging Face GPT-2/Llama checkpoint ({e})") from None
+    ckpt = load_checkpoint(path, flag)
     try:  # e.g. nanoGPT's ckpt.pt: model_args with other keys (bias), weights under other names
         model = GPT(GPTConfig(**ckpt["model_args"]))
         model.load_state_dict(ckpt["model"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # one line, not torch's list of every tensor
-        raise UsageError(f"checkpoint {path} is not a GPT of this repository ({type(e).__name__}: {' '.join(str(e).split())[:240]})") from None
+        raise UsageError(f"{flag} {path} is not a GPT of this repository "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:240]})") from None
     model.tokenizer_fingerprint = ckpt.get("fingerprint")  # of the data it was trained on (None: unknown, not checked)
     return model
+
+
+def given(flag):
+    """Whether --flag is on the command line, as `--flag V` or `--flag=V`: for flags whose default is a value."""
+    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
+
+
+def check_seq_len(args, model):
+    """--seq_len must fit the positions the model covers; say which flag can change them."""
+    if args.seq_len > model.config.block_size:
+        fix = (f"the model from --init_from covers {model.config.block_size} positions: lower --seq_len" if args.init_from
+               else "raise --block_size")
+        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} ({fix})")
 
 
 def tokenizer_problem(model, source, data_dir):
@@ -213,6 +229,9 @@ def tokenizer_problem(model, source, data_dir):
 def build_model(args, vocab_size):
     """A fresh model from --preset, or the weights of --init_from; its tokenizer must be the data's."""
     if args.init_from:
+        ignored = [f for f in ("--preset", "--block_size") if given(f)]
+        if ignored:  # the checkpoint fixes the shape; applying them would load weights into another model
+            raise UsageError(f"--init_from {args.init_from} sets the model's shape: leave out {' and '.join(ignored)}")
         model = model_from_checkpoint(args.init_from)
         problem = tokenizer_problem(model, f"--init_from {args.init_from}", args.data_dir)
         if problem:
@@ -242,6 +261,8 @@ def check_args(args, ctx, seq_len=None, micro_batch=None):
                         f"= {micro_batch} x {seq_len} x {ctx.world} = {micro_batch * seq_len * ctx.world}")
     if not problems and not args.max_steps and args.max_tokens < args.batch_tokens:
         problems.append(f"--max_tokens {args.max_tokens} is less than one step (--batch_tokens {args.batch_tokens})")
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        problems.append(f"--out_dir {args.out_dir} is a file, not a folder")
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -281,27 +302,57 @@ def all_mean(value, ctx):
     return t.item() / ctx.world
 
 
+def rank0_decides(flag, ctx):
+    """Rank 0's value of a bool on every rank. For checks of files that rank 0 may be writing right now: each rank
+    looking for itself can see another state and take another branch, and their collectives then mismatch."""
+    if ctx.world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=ctx.device)
+    dist.broadcast(t, 0)
+    return bool(t.item())
+
+
+@functools.lru_cache(maxsize=8)
+def token_bytes(data_dir, fingerprint):
+    """Per-id UTF-8 byte counts of data_dir's tokenizer as a tensor, or None when the folder names no tokenizer
+    that loads here (token files made by other tools): their bits per byte is then unknown (NaN). The data's
+    fingerprint is part of the cache key, so a folder prepared again with another tokenizer is read again."""
+    try:
+        return torch.from_numpy(data.load_tokenizer(data_dir).token_bytes)
+    except data.DataError:
+        return None
+
+
 @torch.no_grad()
 def evaluate(model, args, ctx, val_bin=None, max_tokens=None):
     """Mean next-token loss over the first --eval_tokens of the validation file (summed over ranks), and bits
-    per byte: loss / ln 2 x tokens / bytes of that file, comparable across tokenizers."""
+    per byte of exactly those targets: their summed loss / ln 2 / their UTF-8 bytes (specials count 0), so it
+    compares across tokenizers and does not depend on --eval_tokens, the world size or the micro-batch."""
     path = val_bin or os.path.join(args.data_dir, "val.bin")
-    tokens = data.read_tokens(path, model.config.vocab_size, data.load_meta(args.data_dir).get("fingerprint"))
-    info = data.file_info(path)
+    fingerprint = data.load_meta(args.data_dir).get("fingerprint")
+    tokens = data.read_tokens(path, model.config.vocab_size, fingerprint)
+    n_bytes = token_bytes(str(args.data_dir), fingerprint)
+    n_bytes = n_bytes.to(ctx.device) if n_bytes is not None else None
     was_training = model.training
     model.eval()
     seq_len = min(args.seq_len, model.config.block_size)
-    total = torch.zeros(2, dtype=torch.float64, device=ctx.device)
+    # [summed loss in nats, scored tokens, their bytes], accumulated on the device: no sync per batch
+    total = torch.zeros(3, dtype=torch.float64, device=ctx.device)
     for batch in data.eval_windows(tokens, args.micro_batch, seq_len, max_tokens or args.eval_tokens, ctx.rank, ctx.world):
         batch = batch.to(ctx.device)
         with ctx.autocast():
             loss = token_loss(model, batch)
-        total += torch.tensor([loss.item() * batch[:, 1:].numel(), batch[:, 1:].numel()], dtype=torch.float64, device=ctx.device)
+        targets = batch[:, 1:]
+        total[0] += loss.double() * targets.numel()
+        total[1] += targets.numel()
+        if n_bytes is not None:
+            total[2] += n_bytes[targets].sum()
     if ctx.world > 1:
         dist.all_reduce(total)
     model.train(was_training)
-    loss = (total[0] / total[1]).item()
-    return {"loss": loss, "bpb": loss / math.log(2) * info["n_tokens"] / max(1, info["n_bytes"])}
+    nats, n_tokens, n_bytes_scored = total.tolist()
+    bpb = nats / math.log(2) / n_bytes_scored if n_bytes is not None and n_bytes_scored else float("nan")
+    return {"loss": nats / n_tokens, "bpb": bpb}
 
 
 def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_batch=None, max_tokens=None,
@@ -339,6 +390,10 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     step, tokens_seen, elapsed = 0, 0, 0.0
     if not resume and os.path.exists(ckpt_path):
         print0(f"note: {ckpt_path} exists; this fresh run will write over it (--resume continues it instead)")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UsageError(f"{out_dir} is a file, not a folder for checkpoints (--out_dir)")
+    if resume and not os.path.exists(ckpt_path):
+        print0(f"note: --resume: no checkpoint {ckpt_path} yet, so this run starts from the beginning", file=sys.stderr)
     if resume and os.path.exists(ckpt_path):
         for stale in glob.glob(os.path.join(out_dir, "ckpt.*.tmp*")) if ctx.master else []:
             os.remove(stale)  # a whole-size temp file left by a kill inside save_checkpoint; its rename never happened
@@ -374,6 +429,8 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                                         "elapsed": elapsed, "max_steps": max_steps, "data": stream.state_dict(),
                                         "rng": {"cpu": torch.get_rng_state()}, "args": vars(args), "done": done,
                                         "summary": summary, "fingerprint": fingerprint})
+        if ctx.world > 1:  # the file is whole before any rank goes on: the caller may read it next (multiround)
+            dist.barrier()
         last_good = ckpt_path
 
     def record(**fields):
@@ -493,8 +550,7 @@ def main():
     check_args(args, ctx)
     print0(json.dumps(vars(args)))
     model = build_model(args, meta["vocab_size"])
-    if args.seq_len > model.config.block_size:
-        raise UsageError(f"--seq_len {args.seq_len} exceeds the model's block_size {model.config.block_size} (raise --block_size)")
+    check_seq_len(args, model)
     train(model, args, ctx, out_dir=args.out_dir)
 
 
