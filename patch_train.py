@@ -74,6 +74,26 @@ def patch_micro_batch(args, world):
     return math.gcd(args.micro_batch, rows_per_rank)
 
 
+TRANSFER = {  # --transfer: which weights the token phase takes from the patch phase (the rest start afresh)
+    "all": (),                                           # the paper: every weight
+    "body": ("wte.", "lm_head."),                        # blocks, norms, positions; new embedding and head
+    "embeddings": ("wpe.", "blocks.", "ln_f."),          # embedding and head; new blocks
+    "none": ("wte.", "lm_head.", "wpe.", "blocks.", "ln_f."),  # control: the token phase from random init
+}
+
+
+def reinitialise(model, prefixes, seed):
+    """Parameters whose names start with one of prefixes get the values of a fresh GPT of the same shape
+    (another seed than the patch phase's init), in place; a tied head follows its embedding."""
+    if not prefixes:
+        return
+    torch.manual_seed(seed)
+    fresh = type(model)(model.config).state_dict()
+    state = model.state_dict()
+    state.update({k: v for k, v in fresh.items() if k.startswith(prefixes)})
+    model.load_state_dict(state)
+
+
 def patch_then_token(model, args, ctx, out_dir):
     """Phase 1 (patch level) into out_dir/patch, phase 2 (token level) into out_dir/token; returns both summaries
     (None for a phase with no budget). With --resume each phase continues its own checkpoint, and a finished
@@ -94,6 +114,10 @@ def patch_then_token(model, args, ctx, out_dir):
                       schedule_steps=total_steps)
         position = patch["data_position"]
     if token_tokens:
+        if args.transfer != "all":  # an ablation, not the method: which part of the patch model helps or hurts
+            reinitialise(model, TRANSFER[args.transfer], args.seed + 1)
+            print0(f"--transfer {args.transfer}: the token phase starts with fresh "
+                   f"{', '.join(p.rstrip('.') for p in TRANSFER[args.transfer])}")
         print0(f"== phase 2: token level, {token_tokens:,} tokens from token {position:,} on (data phase 1 did not read)"
                ", new optimizer, " + ("the schedule continued" if total_steps else "warmup + cosine restarted"))
         token = train(model, phase_args, ctx, out_dir=os.path.join(out_dir, "token"), loss_fn=token_loss,
@@ -205,6 +229,100 @@ def check_patch_args(args, ctx, n_train_tokens):
                "around, so the token phase re-reads data the patch phase saw")
 
 
+def run_one(args, ctx, vocab_size, out_dir):
+    """Patch + token training with args (and with --compare its two baselines) in out_dir: the runs' summaries."""
+    torch.manual_seed(args.seed)
+    model = build_model(args, vocab_size)
+    check_seq_len(args, model)
+    flops_per_token = model.flops_per_token(args.seq_len)
+    patch, token = patch_then_token(model, args, ctx, out_dir)
+    summary = report(patch, token, args, flops_per_token)
+    print_report(summary, args.patch_size)
+    if ctx.master:
+        write_json(os.path.join(out_dir, "summary.json"), summary)
+    if not args.compare:
+        return {"patch + token": summary}
+    phases = [(os.path.join(out_dir, n), p["steps"]) for n, p in (("patch", patch), ("token", token)) if p]
+    curve = val_curve(*zip(*phases)) if ctx.master else []
+    runs = compare(args, ctx, vocab_size, summary, curve, out_dir)
+    return {**runs, "params": model.num_params()}
+
+
+def gaps(runs):
+    """Patch + token minus each baseline, in final val loss (nats): > 0 means patch training lost."""
+    return {"equal FLOPs": runs["patch + token"]["val_loss"] - runs["token, same FLOPs"]["val_loss"],
+            "equal tokens": runs["patch + token"]["val_loss"] - runs["token, same tokens"]["val_loss"]}
+
+
+def spread(values):
+    """'mean (min..max)' of one number over seeds."""
+    mean = sum(values) / len(values)
+    return f"{mean:+.3f} ({min(values):+.3f}..{max(values):+.3f})" if len(values) > 1 else f"{mean:+.3f}"
+
+
+def summarise(results, args, ctx, out_dir):
+    """results[tokens] = one runs dict per seed. Prints mean and range over seeds of every val loss and of the two
+    gaps per budget, writes sweep.json / sweep.md and (with matplotlib, and more than one budget) sweep.png."""
+    rows = []
+    for tokens, per_seed in results.items():
+        g = [gaps(r) for r in per_seed]
+        rows.append(dict(tokens=tokens, params=per_seed[0]["params"], tokens_per_param=tokens / per_seed[0]["params"],
+                         seeds=[args.seed + i for i in range(len(per_seed))],
+                         **{name: [r[name]["val_loss"] for r in per_seed] for name in
+                            ("patch + token", "token, same tokens", "token, same FLOPs")},
+                         gap_flops=[x["equal FLOPs"] for x in g], gap_tokens=[x["equal tokens"] for x in g]))
+    head = ("| tokens | tokens/param | patch + token | token, same FLOPs | token, same tokens | gap, equal FLOPs "
+            "| gap, equal tokens |")
+    lines = [head, "|---" * 7 + "|"]
+    for r in rows:
+        losses = [spread(r[n]).replace("+", "") for n in ("patch + token", "token, same FLOPs", "token, same tokens")]
+        lines.append(f"| {r['tokens']:,} | {r['tokens_per_param']:.2f} | {' | '.join(losses)} | {spread(r['gap_flops'])} "
+                     f"| {spread(r['gap_tokens'])} |")
+    table = "\n".join(lines)
+    print0(f"\nK={args.patch_size}, lambda={args.patch_fraction:.3g}, preset {args.preset}, seeds {rows[0]['seeds']}: "
+           "final val loss, mean (min..max) over seeds; gap = patch + token minus the baseline (> 0: patch lost)")
+    print0(table)
+    if not ctx.master:
+        return rows
+    write_json(os.path.join(out_dir, "sweep.json"), dict(rows=rows, args=vars(args)))
+    with open(os.path.join(out_dir, "sweep.md"), "w") as f:
+        f.write(table + "\n")
+    if len(rows) > 1:
+        plot_gaps(rows, os.path.join(out_dir, "sweep.png"), f"patch training K={args.patch_size}, "
+                  f"lambda={args.patch_fraction:.3g}, preset {args.preset}")
+    return rows
+
+
+# Shao et al. 2024, Table 4: 370M model, 45/90/180/360B tokens, WikiText-103 PPL scratch vs patch (equal tokens)
+PAPER_TABLE4 = [(45e9 / 370e6, math.log(12.84 / 12.50)), (90e9 / 370e6, math.log(11.80 / 11.71)),
+                (180e9 / 370e6, math.log(11.17 / 11.28)), (360e9 / 370e6, math.log(10.68 / 10.94))]
+
+
+def plot_gaps(rows, path, title):
+    """Gap (nats) against tokens per parameter: mean and range over seeds, with the paper's Table 4 beside it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return print0("matplotlib is not installed: no plot (pip install matplotlib)")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = [r["tokens_per_param"] for r in rows]
+    for key, label in (("gap_flops", "equal FLOPs"), ("gap_tokens", "equal tokens")):
+        mean = [sum(r[key]) / len(r[key]) for r in rows]
+        err = [[m - min(r[key]) for m, r in zip(mean, rows)], [max(r[key]) - m for m, r in zip(mean, rows)]]
+        ax.errorbar(x, mean, yerr=err, marker="o", capsize=3, label=f"here, {label}")
+    ax.plot(*zip(*PAPER_TABLE4), "k^--", label="paper Table 4 (370M), equal tokens")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xscale="log", xlabel="training tokens per parameter", ylabel="val loss gap, patch minus token (nats)",
+           title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print0(f"plot: {path}")
+
+
 def main():
     parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     g = parser.add_argument_group("patch-level training")
@@ -213,28 +331,41 @@ def main():
                    help="lambda: share of the token budget trained at patch level (paper: 2/3, for half the compute)")
     g.add_argument("--continue_schedule", action="store_true",
                    help="keep one LR schedule running across the switch (default: restart warmup + cosine, as the paper)")
+    g.add_argument("--transfer", choices=list(TRANSFER), default="all",
+                   help="weights the token phase takes from the patch phase: all (the paper), body (fresh embedding and "
+                        "head), embeddings (fresh blocks), none (a control: the token phase from random init)")
     g.add_argument("--compare", action="store_true",
                    help="also train token-level baselines with the same tokens and with the same FLOPs; print a table")
+    g.add_argument("--seeds", type=int, default=1,
+                   help="with --compare: repeat everything for seeds seed, seed+1, ...; prints mean and range per row")
+    g.add_argument("--sweep", type=lambda v: [int(float(x)) for x in v.split(",")], default=None, metavar="TOKENS,...",
+                   help="with --compare: one comparison per token budget (replaces --max_tokens), e.g. 5e5,2e6,8e6; "
+                        "writes sweep.md, sweep.json and sweep.png (gap against tokens per parameter)")
     # CPU-sized: 96 steps of 8,192 tokens (64 patch + 32 token, so exactly lambda = 2/3) of the tiny model
     parser.set_defaults(out_dir="out_patch", max_tokens=786_432, eval_every=16, ckpt_every=16)
     args = parser.parse_args()
     ctx = setup(args)
     meta = data.load_meta(args.data_dir)
     n_train = data.file_info(os.path.join(args.data_dir, "train.bin"))["n_tokens"]
-    check_patch_args(args, ctx, n_train)
+    if (args.seeds != 1 or args.sweep) and not args.compare:
+        raise UsageError("--seeds and --sweep repeat the comparison: add --compare")
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds} must be at least 1")
+    budgets = args.sweep or [args.max_steps * args.batch_tokens or args.max_tokens]
+    for tokens in budgets:  # every budget's flags are checked before the first one trains
+        check_patch_args(argparse.Namespace(**{**vars(args), "max_tokens": tokens, "max_steps": 0}), ctx, n_train)
     print0(json.dumps(vars(args)))
-    model = build_model(args, meta["vocab_size"])
-    check_seq_len(args, model)
-    flops_per_token = model.flops_per_token(args.seq_len)
-    patch, token = patch_then_token(model, args, ctx, args.out_dir)
-    summary = report(patch, token, args, flops_per_token)
-    print_report(summary, args.patch_size)
-    if ctx.master:
-        write_json(os.path.join(args.out_dir, "summary.json"), summary)
-    if args.compare:
-        phases = [(os.path.join(args.out_dir, n), p["steps"]) for n, p in (("patch", patch), ("token", token)) if p]
-        curve = val_curve(*zip(*phases)) if ctx.master else []
-        compare(args, ctx, meta["vocab_size"], summary, curve, args.out_dir)
+    results = {}
+    for tokens in budgets:
+        for k in range(args.seeds):
+            run_args = argparse.Namespace(**{**vars(args), "seed": args.seed + k, "max_tokens": tokens,
+                                             "max_steps": 0 if args.sweep else args.max_steps})
+            # one run: out_dir itself, as before; several: a folder per budget and seed
+            parts = ([f"tokens{tokens}"] if args.sweep else []) + ([f"seed{args.seed + k}"] if args.seeds > 1 else [])
+            out_dir = os.path.join(args.out_dir, *parts)
+            results.setdefault(tokens, []).append(run_one(run_args, ctx, meta["vocab_size"], out_dir))
+    if args.compare and (args.seeds > 1 or args.sweep):
+        summarise(results, args, ctx, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -2203,3 +2203,39 @@ def test_resume_without_a_checkpoint_says_it_starts_fresh(toy_data, tmp_path, mo
     run_main(train, monkeypatch, "--data_dir", toy_data, "--out_dir", tmp_path / "new", "--max_steps", 2, *TINY, "--resume")
     assert f"no checkpoint {tmp_path / 'new' / 'ckpt.pt'} yet, so this run starts from the beginning" in capsys.readouterr().err
     assert read_log(tmp_path / "new")[-1]["step"] == 2
+
+
+# --- patch training: ablation and sweep entry points ----------------------------------------------------
+@pytest.mark.parametrize("transfer", ["body", "embeddings", "none"])
+def test_transfer_reinitialises_exactly_the_named_parts(transfer):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=128))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    patch_train.reinitialise(model, patch_train.TRANSFER[transfer], seed=5)
+    torch.manual_seed(5)
+    fresh = GPT(GPTConfig.from_preset("nano", vocab_size=128)).state_dict()
+    fresh_parts = {"body": ("wte.", "lm_head."), "embeddings": ("blocks.", "ln_f."), "none": ("wte.", "blocks.", "ln_f.")}
+    for k, v in model.state_dict().items():
+        expected = fresh[k] if k.startswith(fresh_parts[transfer]) or (k == "lm_head.weight" and transfer != "embeddings") else before[k]
+        assert torch.equal(v, expected), k
+    assert model.lm_head.weight is model.wte.weight  # still tied
+
+
+def test_seeds_and_sweep_tabulate_the_gaps_of_every_run(toy_data_patch, tmp_path, monkeypatch, capsys):
+    flags = ["--data_dir", toy_data_patch[0], "--out_dir", tmp_path, *TINY_patch, "--ckpt_every", 100, "--compare",
+             "--seeds", 2, "--sweep", "6144,12288"]
+    run_main(patch_train, monkeypatch, *flags)
+    rows = json.loads((tmp_path / "sweep.json").read_text())["rows"]
+    assert [r["tokens"] for r in rows] == [6144, 12288] and all(r["seeds"] == [1337, 1338] for r in rows)
+    for r in rows:
+        for k, seed in enumerate(r["seeds"]):  # each gap is the difference of the two runs' own final losses
+            runs = json.loads((tmp_path / f"tokens{r['tokens']}" / f"seed{seed}" / "compare.json").read_text())
+            assert r["gap_flops"][k] == pytest.approx(runs["patch + token"]["val_loss"] - runs["token, same FLOPs"]["val_loss"])
+            assert r["gap_tokens"][k] == pytest.approx(runs["patch + token"]["val_loss"] - runs["token, same tokens"]["val_loss"])
+        assert r["patch + token"][0] != r["patch + token"][1]  # another seed, another init
+    assert (tmp_path / "sweep.md").read_text().count("\n") == 4 and "gap, equal FLOPs" in capsys.readouterr().out
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.image
+    assert matplotlib.image.imread(tmp_path / "sweep.png").shape[2] in (3, 4)  # a real PNG
+    with pytest.raises(UsageError, match="--seeds and --sweep repeat the comparison: add --compare"):
+        run_main(patch_train, monkeypatch, *flags[:-5], "--seeds", 2)
