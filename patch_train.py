@@ -111,16 +111,19 @@ def patch_then_token(model, args, ctx, out_dir):
         patch = train(model, phase_args, ctx, out_dir=os.path.join(out_dir, "patch"), loss_fn=patch_loss_fn(K),
                       seq_len=K * T, micro_batch=patch_micro_batch(args, ctx.world), max_tokens=patch_tokens,
                       flops_per_token=model.flops_per_token(T) / K,  # the body runs once per K tokens
-                      schedule_steps=total_steps)
+                      schedule_steps=total_steps, lr=args.patch_lr or None)
         position = patch["data_position"]
     if token_tokens:
         if args.transfer != "all":  # an ablation, not the method: which part of the patch model helps or hurts
-            reinitialise(model, TRANSFER[args.transfer], args.seed + 1)
+            reinitialise(model, TRANSFER[args.transfer], args.seed + 999)  # an init unrelated to phase 1's
             print0(f"--transfer {args.transfer}: the token phase starts with fresh "
                    f"{', '.join(p.rstrip('.') for p in TRANSFER[args.transfer])}")
         print0(f"== phase 2: token level, {token_tokens:,} tokens from token {position:,} on (data phase 1 did not read)"
                ", new optimizer, " + ("the schedule continued" if total_steps else "warmup + cosine restarted"))
-        token = train(model, phase_args, ctx, out_dir=os.path.join(out_dir, "token"), loss_fn=token_loss,
+        warmup = args.warmup_steps if args.token_warmup_steps is None else args.token_warmup_steps
+        token_args = argparse.Namespace(**{**vars(phase_args), "warmup_steps": warmup})
+        token = train(model, token_args, ctx, out_dir=os.path.join(out_dir, "token"), loss_fn=token_loss,
+                      lr=args.token_lr or None,
                       max_tokens=token_tokens, data_position=position, schedule_steps=total_steps,
                       schedule_offset=patch_tokens // args.batch_tokens if total_steps else 0)
     return patch, token
@@ -196,6 +199,10 @@ def compare(args, ctx, vocab_size, patch_summary, patch_curve, out_dir):
 def check_patch_args(args, ctx, n_train_tokens):
     """Every problem with the flags at once, as one line, before any training."""
     problems = []
+    problems += [f"--{f} {getattr(args, f)} must not be negative (0: --lr)" for f in ("patch_lr", "token_lr")
+                 if getattr(args, f) < 0]
+    if args.token_warmup_steps is not None and args.token_warmup_steps < -1:
+        problems.append(f"--token_warmup_steps {args.token_warmup_steps} must be -1 (auto) or more")
     if args.patch_size < 1:
         problems.append(f"--patch_size {args.patch_size} must be >= 1 (tokens per patch)")
     if not 0 <= args.patch_fraction <= 1:
@@ -334,10 +341,15 @@ def main():
     g.add_argument("--transfer", choices=list(TRANSFER), default="all",
                    help="weights the token phase takes from the patch phase: all (the paper), body (fresh embedding and "
                         "head), embeddings (fresh blocks), none (a control: the token phase from random init)")
+    g.add_argument("--patch_lr", type=float, default=0.0, help="peak LR of the patch phase (default 0: --lr, as the paper)")
+    g.add_argument("--token_lr", type=float, default=0.0, help="peak LR of the token phase (default 0: --lr, as the paper)")
+    g.add_argument("--token_warmup_steps", type=int, default=None,
+                   help="warmup steps of the token phase (default: --warmup_steps, which both phases use otherwise)")
     g.add_argument("--compare", action="store_true",
                    help="also train token-level baselines with the same tokens and with the same FLOPs; print a table")
     g.add_argument("--seeds", type=int, default=1,
-                   help="with --compare: repeat everything for seeds seed, seed+1, ...; prints mean and range per row")
+                   help="with --compare: repeat everything for seeds seed, seed+1, ...; prints mean and range per row "
+                        "(default 1)")
     g.add_argument("--sweep", type=lambda v: [int(float(x)) for x in v.split(",")], default=None, metavar="TOKENS,...",
                    help="with --compare: one comparison per token budget (replaces --max_tokens), e.g. 5e5,2e6,8e6; "
                         "writes sweep.md, sweep.json and sweep.png (gap against tokens per parameter)")

@@ -2239,3 +2239,14 @@ def test_seeds_and_sweep_tabulate_the_gaps_of_every_run(toy_data_patch, tmp_path
     assert matplotlib.image.imread(tmp_path / "sweep.png").shape[2] in (3, 4)  # a real PNG
     with pytest.raises(UsageError, match="--seeds and --sweep repeat the comparison: add --compare"):
         run_main(patch_train, monkeypatch, *flags[:-5], "--seeds", 2)
+
+
+def test_phase_learning_rates_and_token_warmup_apply_to_their_phase_only(toy_data_patch, tmp_path, monkeypatch):
+    run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[0], "--out_dir", tmp_path, "--max_steps", 12,
+             "--warmup_steps", 2, *TINY_patch, "--patch_lr", 1e-3, "--token_lr", 4e-3, "--token_warmup_steps", 1)
+    patch, token = read_log(tmp_path / "patch"), read_log(tmp_path / "token")
+    assert patch[0]["lr"] == pytest.approx(0.5e-3) and patch[1]["lr"] == pytest.approx(1e-3)  # 2 warmup steps to 1e-3
+    assert token[0]["lr"] == pytest.approx(4e-3)  # one warmup step: at the peak at once
+    with pytest.raises(UsageError, match="--token_lr -1.0 must not be negative"):
+        run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[0], "--out_dir", tmp_path / "x", *TINY_patch,
+                 "--token_lr", -1)
