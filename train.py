@@ -14,6 +14,7 @@ evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpo
 import argparse
 import ctypes
 import functools
+import gc
 import glob
 import json
 import math
@@ -43,18 +44,27 @@ def print0(*a, **k):
 
 def cli(main):
     """Run main(); bad input ends with one line naming the problem and exit code 2, not a traceback."""
-    finished = False
+    finished, code = False, 0
     try:
         main()
         finished = True
     except (UsageError, data.DataError, FloatingPointError) as e:
         print0(f"{os.path.basename(sys.argv[0])}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     finally:
         if dist.is_initialized():
+            gc.collect()  # DDP wrappers in reference cycles hold the group: free them while it is still up
             if finished:  # all ranks tear gloo down together: one rank's teardown while a peer still talks can abort it
                 dist.barrier()
             dist.destroy_process_group()
+            # A gloo object freed during interpreter shutdown can still abort the process ("terminate called
+            # without an active exception") after all work is done; skip that shutdown: every file is closed.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            if finished or code:
+                os._exit(code)
+    if code:
+        sys.exit(code)
 
 
 def add_train_args(parser):
