@@ -28,7 +28,7 @@ import torch.nn as nn
 import data
 from model import GPT, GPTConfig
 from train import (UsageError, add_train_args, check_args, cli, evaluate, load_checkpoint, model_from_checkpoint, plot_curves,
-                   print0, save_checkpoint, setup, tokenizer_problem, train, val_curve)
+                   fresh_model, print0, save_checkpoint, setup, tokenizer_problem, train, val_curve, whole)
 
 DEFAULT_TARGET, DEFAULT_TARGET_SHAPE = "tiny", dict(n_layer=8)  # 8 x 256 wide: 2-layer base at g = 4
 
@@ -346,7 +346,7 @@ def pipeline(args, ctx, src, trg, stacking):
     """Base (constant LR after warmup) -> growth -> grown model (new AdamW over all parameters, warmup + cosine) on
     the data after the base's, all inside the FLOPs the target would get for --max_tokens tokens."""
     torch.manual_seed(args.seed)
-    base = GPT(src)
+    base = fresh_model(src, args)
     with torch.device("meta"):  # for counting only
         target = GPT(trg)
     target_fpt = target.flops_per_token(args.seq_len)
@@ -366,11 +366,13 @@ def pipeline(args, ctx, src, trg, stacking):
     runs["base"] = train(base, args, ctx, out_dir=os.path.join(args.out_dir, "base"), max_tokens=d, lr=args.base_lr or args.lr,
                          schedule="constant")
     position = runs["base"]["data_position"]
+    base = whole(base, os.path.join(args.out_dir, "base"))
     widened = grow_width(base, trg.n_embd, trg.ffn_hidden, args.width_operator, args.seed)  # a copy if widths match
     if args.operator == "learn":
         print0(f"== G_learn: {args.learn_steps} steps on the layer coefficients alone (base frozen), LR {args.learn_lr:g}")
         learner = LearnedDepth(widened, stacking)
-        no_decay = argparse.Namespace(**{**vars(args), "weight_decay": 0.0})  # decay would pull the layer map to 0
+        # decay would pull the layer map to 0; the few coefficients train unsharded (DDP) even under --fsdp
+        no_decay = argparse.Namespace(**{**vars(args), "weight_decay": 0.0, "fsdp": False})
         runs["learn"] = train(learner, no_decay, ctx, out_dir=os.path.join(args.out_dir, "learn"), max_tokens=learn_tokens,
                               data_position=position, lr=args.learn_lr, flops_per_token=target_fpt)
         position, grown = runs["learn"]["data_position"], learner.materialise(args.seed)
@@ -389,7 +391,7 @@ def compare(args, ctx, runs, trg):
     grown pipeline's val curve first reaches scratch's final loss."""
     print0(f"== scratch: the target for {args.max_tokens:,} tokens (the same FLOPs as base + growth)")
     torch.manual_seed(args.seed)
-    runs["scratch"] = train(GPT(trg), args, ctx, out_dir=os.path.join(args.out_dir, "scratch"), max_tokens=args.max_tokens)
+    runs["scratch"] = train(fresh_model(trg, args), args, ctx, out_dir=os.path.join(args.out_dir, "scratch"), max_tokens=args.max_tokens)
     if not ctx.master:
         return
     names = [n for n in ("base", "learn", "grown") if n in runs]

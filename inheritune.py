@@ -33,7 +33,7 @@ import torch.distributed as dist
 import data
 from model import GPT
 from train import (UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup,
-                   token_loss, tokenizer_problem, train)
+                   token_loss, tokenizer_problem, train, whole)
 
 LAYER_CHOICES = ("first", "last", "even", "ends")
 
@@ -287,6 +287,7 @@ def main():
         reference_loss = ev["loss"]
     else:
         reference_loss = run("reference", reference)
+        reference = whole(reference, os.path.join(args.out_dir, "reference"))
     reference.eval()
 
     score_batches = None

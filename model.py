@@ -13,6 +13,7 @@ stack on any embeddings at any positions, which is what patch-level training nee
 Also here: presets (`GPTConfig.from_preset`), parameter and FLOP counts, generation, and Hugging
 Face checkpoint import/export (`GPT.from_hf`, `model.save_hf`) without importing `transformers`.
 """
+import copy
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from dataclasses import dataclass, asdict, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 
 
 @dataclass
@@ -184,25 +186,60 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.lm_head.weight = self.wte.weight
+        self.tie_weights()
         if cfg.flavour == "llama":
-            cos, sin = rope_cache(cfg.head_dim, cfg.block_size, cfg.rope_theta)
             # not persistent: recomputed from the config, so checkpoints stay small and dtype-agnostic
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init_weights)
-        # GPT-2's scaled init of the residual projections: their sum over 2*n_layer branches keeps unit scale
+            self.register_buffer("rope_cos", torch.empty(0), persistent=False)
+            self.register_buffer("rope_sin", torch.empty(0), persistent=False)
+        self.activation_checkpointing = False  # recompute each block in backward: memory for compute
+        self.init_buffers()
+        self.init_weights()
+
+    @classmethod
+    def on_meta(cls, cfg):
+        """GPT(cfg) without storage (meta device), for sharding before any weight exists. The default generator
+        is advanced as GPT(cfg) advances it (each layer's constructor draws an init that init_weights replaces),
+        so that init_weights() then draws exactly the weights GPT(cfg) has, one layer's worth of memory at a time."""
+        with torch.device("meta"):
+            model = cls(cfg)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters") and next(m.parameters(recurse=False), None) is not None:
+                copy.deepcopy(m).to_empty(device="cpu").reset_parameters()
+        return model
+
+    def tie_weights(self):
+        """Share the embedding with the head (tie_embeddings); again after to_empty() or assigning loaded
+        tensors, which give each module its own parameter."""
+        if self.config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+
+    def init_buffers(self, device=None):
+        """Compute the RoPE tables (on device; default: where they are, CPU for meta), also for a model whose
+        storage came from to_empty() or whose weights were assigned from a memory-mapped file."""
+        if self.config.flavour == "llama":
+            if device is None:
+                device = "cpu" if self.rope_cos.is_meta else self.rope_cos.device
+            self.rope_cos, self.rope_sin = rope_cache(self.config.head_dim, self.config.block_size,
+                                                      self.config.rope_theta, device=device)
+
+    @torch.no_grad()
+    def init_weights(self, fill=None):
+        """GPT-2's init: N(0, 0.02) weights, zero biases, then N(0, 0.02 / sqrt(2 n_layer)) for the residual
+        projections, whose sum over 2 n_layer branches then keeps unit scale. The draws come in a fixed order
+        from torch's default generator. fill(param, init) applies init to param; a sharded model passes one
+        that draws the whole tensor and keeps its own shard, so that it starts from the same weights."""
+        fill = fill or (lambda p, init: init(p))
+        for m in self.modules():  # leaves in the same order as self.apply(): the same draws
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                fill(m.weight, lambda t: nn.init.normal_(t, mean=0.0, std=0.02))
+            elif isinstance(m, (nn.LayerNorm, nn.RMSNorm)):  # no draws; needed after storage comes from to_empty
+                fill(m.weight, nn.init.ones_)
+            if isinstance(m, (nn.Linear, nn.LayerNorm)) and m.bias is not None:
+                fill(m.bias, nn.init.zeros_)
+        std = 0.02 / math.sqrt(2 * self.config.n_layer)
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
-
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+                fill(p, lambda t: nn.init.normal_(t, mean=0.0, std=std))
 
     def model_args(self):
         """Everything needed to rebuild this model; saved in every checkpoint."""
@@ -224,7 +261,11 @@ class GPT(nn.Module):
             rope = (self.rope_cos[pos].to(x.dtype), self.rope_sin[pos].to(x.dtype))
         x = self.drop(x)
         for block in self.blocks:
-            x = block(x, rope)
+            if self.activation_checkpointing and torch.is_grad_enabled():
+                # keep only each block's input; its activations are recomputed in backward
+                x = torch.utils.checkpoint.checkpoint(block, x, rope, use_reentrant=False)
+            else:
+                x = block(x, rope)
         return self.ln_f(x)
 
     def forward(self, idx, targets=None):
@@ -234,6 +275,11 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
         return logits, loss
+
+    def run(self, fn, *args):
+        """fn(self, *args). A loss that calls self.wte / self.body / self.lm_head itself (patch training) goes
+        through here under FSDP: registered as a forward method, it gathers the root's sharded weights."""
+        return fn(self, *args)
 
     # --- counting -----------------------------------------------------------------------------------
     def num_params(self, embeddings=True):

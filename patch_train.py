@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 import data
 from train import (UsageError, add_train_args, build_model, check_args, check_seq_len, cli, plot_curves, print0, setup,
-                   token_loss, train, val_curve)
+                   token_loss, train, val_curve, whole)
 
 
 # --- the method: copy these ---------------------------------------------------------------------------
@@ -115,6 +115,7 @@ def patch_then_token(model, args, ctx, out_dir):
         position = patch["data_position"]
     if token_tokens:
         if args.transfer != "all":  # an ablation, not the method: which part of the patch model helps or hurts
+            model = whole(model, os.path.join(out_dir, "patch"))
             reinitialise(model, TRANSFER[args.transfer], args.seed + 999)  # an init unrelated to phase 1's
             print0(f"--transfer {args.transfer}: the token phase starts with fresh "
                    f"{', '.join(p.rstrip('.') for p in TRANSFER[args.transfer])}")

@@ -257,7 +257,7 @@ def prune(args, data_dir, vocab_size, out_dir):
     tmp.write_text(json.dumps(new_meta, indent=2) + "\n")
     os.replace(tmp, out / "meta.json")
     if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint, "--checkpoint")
+        ckpt = load_checkpoint(args.checkpoint, "--checkpoint", weights=True)
         model_args, state_dict = remap_embeddings(ckpt["model_args"], ckpt["model"], kept)
         report["checkpoint"] = args.out_checkpoint or os.path.join(os.path.dirname(args.checkpoint), f"ckpt_pruned{len(kept)}.pt")
         save_checkpoint(report["checkpoint"], {"model_args": model_args, "model": state_dict, "pruned_from": args.checkpoint,

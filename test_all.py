@@ -5,7 +5,9 @@ match bit for bit after a kill, files that must be byte-identical."""
 import base64
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -2253,3 +2255,134 @@ def test_phase_learning_rates_and_token_warmup_apply_to_their_phase_only(toy_dat
     with pytest.raises(UsageError, match="--token_lr -1.0 must not be negative"):
         run_main(patch_train, monkeypatch, "--data_dir", toy_data_patch[0], "--out_dir", tmp_path / "x", *TINY_patch,
                  "--token_lr", -1)
+
+
+# --- FSDP2 and sharded checkpoints (2 processes, gloo) -------------------------------------------------------
+def phase_logs(out_dir):
+    """{phase folder: log} for every log.jsonl under out_dir (one per phase or run of a method script)."""
+    return {str(p.parent.relative_to(out_dir)): read_log(p.parent) for p in sorted(Path(out_dir).rglob("log.jsonl"))}
+
+
+def assert_same_losses(a, b, tol=1e-5):
+    assert a.keys() == b.keys() and a
+    for phase in a:
+        assert [r["step"] for r in a[phase]] == [r["step"] for r in b[phase]], phase
+        for x, y in zip(a[phase], b[phase]):
+            assert x["loss"] == pytest.approx(y["loss"], abs=tol), phase
+            assert x.get("val_loss", 0) == pytest.approx(y.get("val_loss", 0), abs=tol), phase
+
+
+FSDP_CASES = {  # script -> flags, with data from toy_data (inheritune: toy_data_inh)
+    "train.py": ["--max_steps", 8, *TINY],
+    "patch_train.py": ["--max_steps", 6, *TINY_patch],
+    "gstack.py": [*TINY, "--max_tokens", 8192, "--growth_factor", 2, "--operator", "learn", "--learn_steps", 1],
+    "inheritune.py": ["--max_tokens", 256 * 24, *SMALL, "--micro_batch", 4, "--eval_every", 6, "--log_every", 2],
+}
+
+
+@pytest.mark.parametrize("script", list(FSDP_CASES))
+def test_fsdp_two_processes_match_one_process(script, toy_data, toy_data_inh, tmp_path):
+    """--fsdp over 2 processes (each holding half of every parameter, its gradient and its AdamW state, and
+    drawing only its half of the init) gives the losses of 1 unsharded process, in every phase or run."""
+    flags = ["--data_dir", toy_data_inh if script == "inheritune.py" else toy_data, *FSDP_CASES[script]]
+    run(script, "--out_dir", tmp_path / "one", *flags)
+    run(script, "--out_dir", tmp_path / "two", *flags, "--fsdp", torchrun=2)
+    assert_same_losses(phase_logs(tmp_path / "one"), phase_logs(tmp_path / "two"))
+    sharded = list((tmp_path / "two").rglob("ckpt.dcp-*"))
+    assert sharded and all((d / ".metadata").is_file() and len(list(d.glob("*.distcp"))) == 2 for d in sharded)
+
+
+KILLER_RANK = KILLER.replace("os.replace = replace", """os.replace = replace
+import pathlib
+real_rename = pathlib.Path.rename
+def rename(self, target):  # torch.distributed.checkpoint renames its .metadata into place last
+    replace(self, target) if pattern.search(str(target)) else real_rename(self, target)
+pathlib.Path.rename = rename""").replace("    real_replace(src, dst)", "    os.path.exists(src) and real_replace(src, dst)")
+
+
+def launch(world, script, *flags, kill=None):
+    """`script` in `world` processes, as torchrun starts them (RANK, WORLD_SIZE, MASTER_*). kill=(pattern, nth):
+    rank 0 is SIGKILLed just before its nth rename onto a path matching pattern; the others are then killed too."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(world):
+        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+               "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+        pre = ["-c", KILLER_RANK, kill[0], str(kill[1])] if kill and rank == 0 else []
+        procs.append(subprocess.Popen([sys.executable, *pre, str(ROOT / script), *map(str, flags)], cwd=ROOT, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out, err = procs[0].communicate(timeout=300)
+    for p in procs[1:]:
+        if kill:
+            p.kill()
+        p.communicate(timeout=300)
+    if kill:
+        assert procs[0].returncode == -signal.SIGKILL, f"not killed at {kill}:\n{out[-2000:]}\n{err[-2000:]}"
+    else:
+        assert all(p.returncode == 0 for p in procs), f"{script} failed:\n{out[-2000:]}\n{err[-2000:]}"
+
+
+def test_fsdp_kill_during_sharded_saves_then_resume_on_one_or_two_processes(toy_data, tmp_path):
+    """SIGKILL while a sharded checkpoint is being written (its folder without .metadata), then after the folder is
+    whole but before ckpt.pt names it: each --resume goes on from the last complete checkpoint and ends exactly
+    where an unbroken 2-process run does. A 2-process checkpoint also resumes on 1 process, unsharded (DCP
+    reshards), with the same next losses."""
+    flags = ["--data_dir", toy_data, "--max_steps", 12, *TINY, "--ckpt_every", 2, "--fsdp"]
+    launch(2, "train.py", "--out_dir", tmp_path / "whole", *flags)
+    whole = read_log(tmp_path / "whole")
+    out = tmp_path / "killed"
+    launch(2, "train.py", "--out_dir", out, *flags, kill=(r"\.metadata$", 3))  # the 3rd save, mid-write
+    assert torch.load(out / "ckpt.pt", weights_only=False)["step"] == 4
+    assert not (out / "ckpt.dcp-0000006" / ".metadata").exists()
+    launch(2, "train.py", "--out_dir", out, *flags, "--resume", kill=(r"/ckpt\.pt$", 2))  # steps 6, 8: 8 not named
+    ckpt = torch.load(out / "ckpt.pt", weights_only=False)
+    assert ckpt["step"] == 6 and ckpt["sharded"] == "ckpt.dcp-0000006" and (out / "ckpt.dcp-0000008" / ".metadata").exists()
+    one = tmp_path / "one"  # the same checkpoint, continued by 1 process without --fsdp
+    shutil.copytree(out, one)
+    launch(2, "train.py", "--out_dir", out, *flags, "--resume")
+    assert sorted(p.name for p in out.glob("ckpt.dcp-*")) == ["ckpt.dcp-0000012"]  # older and partial ones are gone
+    resumed = read_log(out)
+    assert resumed[-1]["step"] == 12 and resumed[-1]["loss"] == whole[-1]["loss"]
+    assert resumed[-1]["val_loss"] == whole[-1]["val_loss"]
+    run("train.py", "--out_dir", one, *[f for f in flags if f != "--fsdp"], "--resume")
+    continued = {r["step"]: r for r in read_log(one)}  # the log also holds step 8 of the killed attempt: the later wins
+    assert_same_losses({"": [r for r in whole if r["step"] > 6]}, {"": [r for s, r in continued.items() if s > 6]})
+
+
+def test_sharded_checkpoint_exports_to_hf_and_feeds_the_method_scripts(toy_data, tmp_path):
+    """A sharded checkpoint is a model like any other: it loads whole in one process, its Hugging Face export has
+    the same logits, and gstack / inheritune / prune_tokenizer take it as their input."""
+    transformers = pytest.importorskip("transformers")
+    launch(2, "train.py", "--out_dir", tmp_path / "run", "--data_dir", toy_data, "--max_steps", 4, *TINY, "--fsdp",
+           "--preset", "2L64H")
+    ckpt = tmp_path / "run" / "ckpt.pt"
+    model = train.model_from_checkpoint(str(ckpt)).eval()
+    assert model.lm_head.weight is model.wte.weight  # a tied head stays tied
+    idx = torch.randint(0, 128, (2, 16), generator=torch.Generator().manual_seed(0))
+    model.save_hf(tmp_path / "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(idx).logits, model(idx)[0], atol=1e-5, rtol=0)
+    run("gstack.py", "--data_dir", toy_data, "--grow_from", ckpt, "--out_dir", tmp_path / "grown", "--max_tokens", 0,
+        "--growth_factor", 2, *TINY, "--preset", "4L64H")
+    grown = train.model_from_checkpoint(str(tmp_path / "grown" / "grown.pt"))
+    assert grown.config.n_layer == 2 * model.config.n_layer
+    torch.testing.assert_close(grown.wte.weight, model.wte.weight)
+    run("inheritune.py", "--data_dir", toy_data, "--reference", ckpt, "--out_dir", tmp_path / "inh", "--mode", "v1",
+        "--layers", "0", "--subset_tokens", 4096, "--epochs", 1, *TINY)
+    assert read_log(tmp_path / "inh" / "v1_n1")[-1]["step"] == 2
+
+
+def test_prune_tokenizer_takes_a_sharded_checkpoint(sp_data, tmp_path):
+    d = sp_data[0]
+    launch(2, "train.py", "--data_dir", d / "src", "--out_dir", tmp_path / "run", "--preset", "nano", "--seq_len", 32,
+           "--batch_tokens", 512, "--micro_batch", 8, "--max_steps", 2, "--eval_tokens", 256, "--fsdp")
+    model = train.model_from_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
+    args = argparse.Namespace(stats_files=None, checkpoint=str(tmp_path / "run" / "ckpt.pt"), out_checkpoint="", num_proc=1)
+    small = train.model_from_checkpoint(pt.prune(args, d / "src", 400, tmp_path / "pruned")["checkpoint"])
+    old = spm.SentencePieceProcessor(model_file=str(d / "src" / "tokenizer.model"))
+    new = spm.SentencePieceProcessor(model_file=str(tmp_path / "pruned" / "tokenizer.model"))
+    kept = [old.piece_to_id(new.id_to_piece(i)) for i in range(400)]
+    torch.testing.assert_close(small.wte.weight, model.wte.weight[kept], rtol=0, atol=0)

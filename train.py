@@ -19,14 +19,22 @@ import glob
 import json
 import math
 import os
+import shutil
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn as nn
+from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                     set_state_dict)
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
@@ -100,6 +108,11 @@ def add_train_args(parser):
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
     g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPU)")
+    g.add_argument("--fsdp", action="store_true",
+                   help="shard parameters, gradients and optimizer state over the processes (FSDP2; needs torchrun) "
+                        "and write sharded checkpoints (torch.distributed.checkpoint)")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="recompute each block's activations in backward: less memory, ~1/3 more compute")
     return parser
 
 
@@ -146,7 +159,9 @@ def setup(args):
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     elif device == "cpu" and sys.platform.startswith("linux"):
         keep_freed_memory()
-    if world > 1 and not dist.is_initialized():
+    if getattr(args, "fsdp", False) and "WORLD_SIZE" not in os.environ:
+        raise UsageError("--fsdp shards over processes: launch with torchrun --nproc_per_node=N")
+    if (world > 1 or getattr(args, "fsdp", False)) and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
     if dtype is None:
@@ -184,14 +199,38 @@ def save_checkpoint(path, state):
     os.close(fd)
 
 
-def load_checkpoint(path, flag="checkpoint"):
-    """torch.load of a ckpt.pt; a missing or unreadable file is one line that names the flag it came from."""
+def load_checkpoint(path, flag="checkpoint", weights=False):
+    """torch.load of a ckpt.pt, memory-mapped: tensors are read from the file when used, not copied in whole.
+    A sharded one (--fsdp) names the folder of its weights instead; weights=True then reads them whole into
+    ckpt["model"]. A missing or unreadable file is one line that names the flag it came from."""
     if not os.path.isfile(path):
         raise UsageError(f"{flag} {path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
     except Exception as e:
         raise UsageError(f"{flag} {path}: cannot be read ({type(e).__name__}); is it a ckpt.pt of this repository?")
+    if weights and "sharded" in ckpt:
+        folder = os.path.join(os.path.dirname(path), ckpt["sharded"])
+        ckpt["model"] = read_sharded(folder, ckpt["model_args"], flag).state_dict()
+    return ckpt
+
+
+def read_sharded(folder, model_args, flag="checkpoint"):
+    """The whole GPT from a sharded checkpoint folder, read by this process alone, whatever world size wrote it."""
+    with torch.device("meta"):  # no random init of weights that are read next
+        model = GPT(GPTConfig(**model_args))
+    model.to_empty(device="cpu")
+    model.tie_weights()
+    model.init_buffers()
+    state = {"model": get_model_state_dict(model)}
+    try:
+        with warnings.catch_warnings():  # DCP warns that it reads in one process: that is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(state, checkpoint_id=folder, no_dist=True)
+    except Exception as e:
+        raise UsageError(f"{flag}: sharded weights {folder} cannot be read ({type(e).__name__})") from None
+    set_model_state_dict(model, state["model"])
+    return model
 
 
 def model_from_checkpoint(path, flag="--init_from"):
@@ -203,8 +242,14 @@ def model_from_checkpoint(path, flag="--init_from"):
             raise UsageError(f"{flag} {path}: a folder must be a Hugging Face GPT-2/Llama checkpoint ({e})") from None
     ckpt = load_checkpoint(path, flag)
     try:  # e.g. nanoGPT's ckpt.pt: model_args with other keys (bias), weights under other names
-        model = GPT(GPTConfig(**ckpt["model_args"]))
-        model.load_state_dict(ckpt["model"])
+        if "sharded" in ckpt:
+            model = read_sharded(os.path.join(os.path.dirname(path), ckpt["sharded"]), ckpt["model_args"], flag)
+        else:
+            with torch.device("meta"):  # take the file's (memory-mapped) tensors rather than init, then copy
+                model = GPT(GPTConfig(**ckpt["model_args"]))
+            model.load_state_dict(ckpt["model"], assign=True)
+            model.tie_weights()
+            model.init_buffers()
     except (KeyError, TypeError, ValueError, RuntimeError) as e:  # one line, not torch's list of every tensor
         raise UsageError(f"{flag} {path} is not a GPT of this repository "
                          f"({type(e).__name__}: {' '.join(str(e).split())[:240]})") from None
@@ -254,7 +299,19 @@ def build_model(args, vocab_size):
         cfg = GPTConfig.from_preset(args.preset, **overrides)
     except ValueError as e:
         raise UsageError(f"--preset: {e}")
-    return GPT(cfg)
+    return fresh_model(cfg, args)
+
+
+def fresh_model(cfg, args):
+    """GPT(cfg); under --fsdp without storage, for train() to give each process its shards and draw their init
+    (the same weights)."""
+    return GPT.on_meta(cfg) if getattr(args, "fsdp", False) else GPT(cfg)
+
+
+def whole(model, out_dir):
+    """model, or if train() sharded it (--fsdp), a whole copy read back from its final checkpoint in out_dir:
+    for method code that reads a trained model's weights (growth, inheritance, re-initialisation)."""
+    return model_from_checkpoint(os.path.join(out_dir, "ckpt.pt")) if is_sharded(model) else model
 
 
 def check_args(args, ctx, seq_len=None, micro_batch=None):
@@ -275,6 +332,78 @@ def check_args(args, ctx, seq_len=None, micro_batch=None):
         problems.append(f"--out_dir {args.out_dir} is a file, not a folder")
     if problems:
         raise UsageError("; ".join(problems))
+
+
+# --- FSDP2 and sharded checkpoints -------------------------------------------------------------------------
+def is_sharded(model):
+    return isinstance(model, FSDPModule)
+
+
+def shard(model, ctx, compile=False):
+    """FSDP2 (PyTorch's fully_shard): each block is one unit of all-gather / reduce-scatter, the root holds the
+    embeddings, head and final norm. A model built on the meta device (GPT.on_meta) gets storage for its own
+    shards only and draws them as GPT(cfg) would, one whole tensor at a time: any world size starts alike."""
+    mesh = init_device_mesh(ctx.device.split(":")[0], (ctx.world,))  # explicit: a gloo group must stay on CPU
+    if ctx.device.startswith("cuda") and ctx.dtype == torch.bfloat16:  # bf16 compute, fp32 gradient reduction
+        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    else:
+        policy = MixedPrecisionPolicy()
+    on_meta = model.wte.weight.is_meta
+    if not on_meta:
+        model.to(ctx.device)
+    for block in model.blocks:
+        if compile:
+            block.compile()  # per block, before sharding: the graph then holds no collective
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    # loss functions that call model.wte / model.body / model.lm_head run inside model.run(), which then
+    # gathers the root's weights as forward() does
+    register_fsdp_forward_method(model, "run")
+    if on_meta:
+        model.to_empty(device=ctx.device)
+        model.init_buffers(ctx.device)
+        model.init_weights(fill=lambda p, init: p.to_local().copy_(local_shard(p, init)))
+    return model
+
+
+def local_shard(param, init):
+    """This process's shard of init applied to a whole tensor of param's (global) shape, drawn on the CPU like
+    an unsharded model's init; only one such tensor exists at a time."""
+    whole = torch.empty(param.shape, dtype=param.dtype)
+    init(whole)
+    return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements, src_data_rank=None).to_local()
+
+
+def save_sharded(ckpt_path, state, model, optimizer, ctx):
+    """Every process writes its shards (torch.distributed.checkpoint) into a new folder beside ckpt_path; then
+    rank 0 writes ckpt_path, the rest of the state plus the folder's name, atomically, and drops older folders.
+    A kill at any moment leaves a ckpt_path that names a whole folder."""
+    name = f"{os.path.splitext(os.path.basename(ckpt_path))[0]}.dcp-{state['step']:07d}"
+    folder = os.path.join(os.path.dirname(ckpt_path), name)
+    if ctx.master and os.path.exists(folder):
+        shutil.rmtree(folder)  # left by a save that was interrupted
+    dist.barrier()
+    model_state, optim_state = get_state_dict(model, optimizer)
+    dcp.save({"model": model_state, "optimizer": optim_state}, checkpoint_id=folder)
+    if ctx.master:
+        save_checkpoint(ckpt_path, {**state, "sharded": name})
+        for old in glob.glob(os.path.join(os.path.dirname(ckpt_path), "*.dcp-*")):
+            if os.path.basename(old) != name:
+                shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+
+
+def load_sharded(folder, model, optimizer=None):
+    """A sharded checkpoint into model (sharded or whole: DCP reshards to any world size) and optimizer."""
+    model_state, optim_state = get_state_dict(model, optimizer) if optimizer else (get_model_state_dict(model), None)
+    state = {"model": model_state, **({"optimizer": optim_state} if optimizer else {})}
+    with warnings.catch_warnings():  # a whole model: each process reads it all, alone (DCP warns of that)
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(state, checkpoint_id=folder, no_dist=not is_sharded(model))
+    if optimizer:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    else:
+        set_model_state_dict(model, state["model"])
 
 
 def token_loss(model, batch):
@@ -390,7 +519,10 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, schedule_steps // 20)
     flops_per_token = flops_per_token or model.flops_per_token(seq_len)
 
+    if getattr(args, "fsdp", False) and not is_sharded(model):
+        shard(model, ctx, compile=args.compile)
     model.to(ctx.device).train()
+    model.activation_checkpointing = getattr(args, "activation_checkpointing", False)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -411,20 +543,31 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
         differ = [f"{k} {ckpt['model_args'].get(k)} there, {v} here" for k, v in model.model_args().items() if ckpt["model_args"].get(k) != v]
         if differ:
             raise UsageError(f"--resume: {ckpt_path} holds another model ({', '.join(differ)}); use its flags or another --out_dir")
-        model.load_state_dict(ckpt["model"])
-        if ckpt.get("done"):
+        done = ckpt.get("done")
+        if "sharded" in ckpt:  # written under --fsdp, by any number of processes
+            load_sharded(os.path.join(out_dir, ckpt["sharded"]), model, None if done else optimizer)
+        elif is_sharded(model):
+            raise UsageError(f"--resume: {ckpt_path} was written without --fsdp: resume it without --fsdp, "
+                             "or use another --out_dir")
+        else:
+            model.load_state_dict(ckpt["model"])
+            if not done:
+                optimizer.load_state_dict(ckpt["optimizer"])
+        if done:
             print0(f"{ckpt_path} is finished; skipping this run")
             return ckpt["summary"]
-        optimizer.load_state_dict(ckpt["optimizer"])
         stream.load_state_dict(ckpt["data"])
         torch.set_rng_state(ckpt["rng"]["cpu"])
         step, tokens_seen, elapsed = ckpt["step"], ckpt["tokens"], ckpt["elapsed"]
         print0(f"resumed {ckpt_path} at step {step} ({tokens_seen:,} tokens)")
-    runner = LossModule(model, loss_fn)
-    if args.compile:
-        runner = torch.compile(runner)
-    if ctx.world > 1:
-        runner = DDP(runner, device_ids=[ctx.local_rank] if ctx.device.startswith("cuda") else None)
+    if is_sharded(model):
+        runner = functools.partial(model.run, loss_fn)
+    else:
+        runner = LossModule(model, loss_fn)
+        if args.compile:
+            runner = torch.compile(runner)
+        if ctx.world > 1:
+            runner = DDP(runner, device_ids=[ctx.local_rank] if ctx.device.startswith("cuda") else None)
     os.makedirs(out_dir, exist_ok=True)
     log_path, peak = os.path.join(out_dir, "log.jsonl"), peak_flops(ctx)
     if step == 0 and ctx.master:  # a fresh run starts a fresh log; a resumed one appends
@@ -433,12 +576,13 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
 
     def checkpoint(done, summary=None):
         nonlocal last_good
-        if ctx.master:
-            save_checkpoint(ckpt_path, {"model_args": model.model_args(), "model": model.state_dict(),
-                                        "optimizer": optimizer.state_dict(), "step": step, "tokens": tokens_seen,
-                                        "elapsed": elapsed, "max_steps": max_steps, "data": stream.state_dict(),
-                                        "rng": {"cpu": torch.get_rng_state()}, "args": vars(args), "done": done,
-                                        "summary": summary, "fingerprint": fingerprint})
+        state = {"model_args": model.model_args(), "step": step, "tokens": tokens_seen, "elapsed": elapsed,
+                 "max_steps": max_steps, "data": stream.state_dict(), "rng": {"cpu": torch.get_rng_state()},
+                 "args": vars(args), "done": done, "summary": summary, "fingerprint": fingerprint}
+        if is_sharded(model):
+            save_sharded(ckpt_path, state, model, optimizer, ctx)
+        elif ctx.master:
+            save_checkpoint(ckpt_path, {**state, "model": model.state_dict(), "optimizer": optimizer.state_dict()})
         if ctx.world > 1:  # the file is whole before any rank goes on: the caller may read it next (multiround)
             dist.barrier()
         last_good = ckpt_path
@@ -459,13 +603,17 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
             group["lr"] = step_lr
         for micro in range(accum):
             batch = stream.next_micro().to(ctx.device, non_blocking=True)
-            # only the last micro-step all-reduces gradients; the others accumulate locally
-            sync = nullcontext() if ctx.world == 1 or micro == accum - 1 else runner.no_sync()
+            # only the last micro-step all-reduces (FSDP: reduce-scatters) gradients; the others accumulate locally
+            if is_sharded(model):
+                model.set_requires_gradient_sync(micro == accum - 1)
+            sync = nullcontext() if ctx.world == 1 or micro == accum - 1 or is_sharded(model) else runner.no_sync()
             with sync, ctx.autocast():
                 loss = runner(batch) / accum
             loss.backward()
             loss_sum += loss.detach()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip if args.grad_clip > 0 else float("inf"))
+        if isinstance(grad_norm, DTensor):  # FSDP: the norm over all shards, the same on every process
+            grad_norm = grad_norm.full_tensor()
         loss_sum += 0.0 * grad_norm  # a non-finite gradient poisons the logged loss too, so the check below sees it
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
