@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +40,7 @@ import train
 from patch_train import patch_loss_fn, patch_micro_batch
 from train import UsageError, add_train_args, build_model, check_args, check_seq_len, cli, print0, setup
 
-PARTS = ("token", "patch", "eval", "data", "prepare")
+PARTS = ("token", "patch", "eval", "data", "prepare")  # the default; "memory" is asked for by name (heavy)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -190,6 +191,125 @@ def time_prepare(args, procs):
 
 
 # --- the script -----------------------------------------------------------------------------------------
+# --- memory at scale (--parts memory): each figure is measured in processes of its own ----------------------
+def rss_mib():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+
+def probe(kind, preset, folder=""):
+    """One memory figure, in this process (started by memory_rows, under torchrun where it needs 2); prints a
+    JSON line. state: bytes of parameters + gradients + AdamW state per process after one step (tensors only:
+    DDP's own gradient buckets come on top); build: peak RSS added by building and initialising the model
+    under --fsdp, before any step; from_hf: peak RSS added by GPT.from_hf, then after reading every weight."""
+    import torch.distributed as dist
+    from model import GPT, GPTConfig
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    ctx = train.Context(int(os.environ.get("RANK", 0)), world, 0, "cpu", torch.float32)
+    if world > 1 or kind in ("state_fsdp", "build"):
+        dist.init_process_group("gloo")
+    cfg = GPTConfig.from_preset(preset, vocab_size=32000)
+    base, row = rss_mib(), {"kind": kind, "rank": ctx.rank, "preset": preset}
+    reset_peak_memory("cpu")
+    if kind == "from_hf":
+        model = GPT.from_hf(folder)
+        row["peak_mib"] = peak_memory_mib("cpu") - base
+        for p in model.parameters():  # read every weight: each page of the mapped file becomes resident
+            p.sum()
+        row["touched_mib"] = rss_mib() - base
+        row["folder_mib"] = sum(f.stat().st_size for f in Path(folder).iterdir()) / 2**20
+    elif kind == "build":
+        model = train.shard(GPT.on_meta(cfg), ctx)
+        row["peak_mib"] = peak_memory_mib("cpu") - base
+        row["model_mib"] = model.num_params() * 4 / 2**20
+    else:  # state_ddp / state_fsdp: one step of AdamW on a short random batch
+        model = train.shard(GPT.on_meta(cfg), ctx) if kind == "state_fsdp" else GPT(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+        batch = torch.randint(0, cfg.vocab_size, (1, 33))
+        model(batch[:, :-1], batch[:, 1:])[1].backward()
+        optimizer.step()
+        local = lambda t: t.to_local() if isinstance(t, train.DTensor) else t
+        n_bytes = sum(local(p).numel() * p.element_size() for p in model.parameters())
+        n_bytes += sum(local(p.grad).numel() * p.grad.element_size() for p in model.parameters())
+        n_bytes += sum(local(v).numel() * v.element_size() for st in optimizer.state.values()
+                       for v in st.values() if torch.is_tensor(v) and v.dim())
+        row["state_mib"] = n_bytes / 2**20
+        row["model_mib"] = model.num_params() * 4 / 2**20
+    print("PROBE " + json.dumps(row), flush=True)
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    os._exit(0)  # as train.cli: no gloo teardown at interpreter exit
+
+
+def run_probe(kind, preset, world=1, folder=""):
+    code = f"import bench; bench.probe({kind!r}, {preset!r}, {str(folder)!r})"
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={world}", "--no-python"]
+                if world > 1 else [])
+    res = subprocess.run([*launcher, sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    rows = [json.loads(line[6:]) for line in res.stdout.splitlines() if line.startswith("PROBE ")]
+    if res.returncode or not rows:
+        raise RuntimeError(f"memory probe {kind} failed:\n{res.stderr[-2000:]}")
+    return max(rows, key=lambda r: r.get("peak_mib", r.get("state_mib")))  # the worst process
+
+
+def prepare_peak(gigabytes, tokenizer="gpt2"):
+    """Peak RSS of data.py (and of its worker processes: the larger) preparing `gigabytes` of text, made of
+    hard links to the stdlib's files (no copies on disk), with an existing tokenizer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files, size, k = data.stdlib_files(), 0, 0
+        while size < gigabytes * 1e9:
+            for f in files:
+                dst = Path(tmp, "corpus", f"{k:03d}", f"{size:012d}_{f.name}")
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                os.link(f, dst)
+                size += f.stat().st_size
+            k += 1
+        t0 = time.time()
+        res = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"),
+                              "--input", str(Path(tmp, "corpus")), "--tokenizer", tokenizer, "--out_dir", str(Path(tmp, "out"))],
+                             capture_output=True, text=True)
+        if res.returncode:
+            raise RuntimeError(f"data.py failed:\n{res.stderr[-2000:]}")
+        import resource
+        return dict(text_gb=size / 1e9, files=sum(1 for _ in Path(tmp, "corpus").rglob("*.py")), seconds=time.time() - t0,
+                    peak_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def memory_rows(args):
+    """--parts memory: sharded training state, building a big model, from_hf, data preparation."""
+    out = {"state_ddp": run_probe("state_ddp", args.memory_state_preset, world=2),
+           "state_fsdp": run_probe("state_fsdp", args.memory_state_preset, world=2),
+           "build": run_probe("build", args.memory_preset, world=2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        from model import GPT, GPTConfig
+        with torch.device("meta"):
+            big = GPT(GPTConfig.from_preset(args.memory_preset, vocab_size=32000))
+        big.to_empty(device="cpu")  # the values do not matter here, only the size of the folder
+        big.save_hf(tmp)
+        del big
+        out["from_hf"] = run_probe("from_hf", args.memory_preset, folder=tmp)
+    out["prepare"] = prepare_peak(args.memory_text_gb)
+    return out
+
+
+def memory_table(m):
+    ddp, fsdp, build, hf, prep = m["state_ddp"], m["state_fsdp"], m["build"], m["from_hf"], m["prepare"]
+    return "\n".join([
+        f"memory per process, 2 processes (gloo, CPU):",
+        f"  params + grads + AdamW state, {ddp['preset']}: DDP {ddp['state_mib']:,.0f} MiB, --fsdp {fsdp['state_mib']:,.0f} "
+        f"MiB = {fsdp['state_mib'] / ddp['state_mib']:.3f}x",
+        f"  building {build['preset']} under --fsdp (before the first step): peak +{build['peak_mib']:,.0f} MiB = "
+        f"{build['peak_mib'] / build['model_mib']:.3f}x of the whole fp32 model ({build['model_mib']:,.0f} MiB)",
+        f"  GPT.from_hf of a {hf['folder_mib']:,.0f} MiB {hf['preset']} folder: peak +{hf['peak_mib']:,.0f} MiB = "
+        f"{hf['peak_mib'] / hf['folder_mib']:.3f}x; after reading every weight +{hf['touched_mib']:,.0f} MiB = "
+        f"{hf['touched_mib'] / hf['folder_mib']:.3f}x (pages of the mapped file)",
+        f"  data.py on {prep['text_gb']:.2f} GB of text ({prep['files']:,} files, --tokenizer gpt2): peak RSS "
+        f"{prep['peak_mib']:,.0f} MiB in {prep['seconds']:.0f} s"])
+
+
 def modes_of(args, ctx):
     """[(label, dtype, compile)]: --modes, or what --dtype/--compile give plus bf16 + compile on CUDA."""
     labels = args.modes.split(",") if args.modes else [("bf16" if ctx.dtype == torch.bfloat16 else "fp32")
@@ -203,8 +323,8 @@ def check_bench_args(args, ctx):
     """Every flag problem at once, in one line, before any work."""
     problems = []
     parts = args.parts.split(",")
-    if not set(parts) <= set(PARTS):
-        problems.append(f"--parts {args.parts}: choose from {','.join(PARTS)}")
+    if not set(parts) <= {*PARTS, "memory"}:
+        problems.append(f"--parts {args.parts}: choose from {','.join(PARTS)},memory")
     try:
         patch_sizes = [int(k) for k in args.patch_sizes.split(",")]
     except ValueError:
@@ -279,6 +399,11 @@ def main():
                    "bf16+compile (default: what --dtype/--compile give, plus bf16+compile on CUDA)")
     g.add_argument("--prepare_mb", type=float, default=4.0, help="MB of stdlib text for the data.py preparation rows")
     g.add_argument("--json", default="out/bench.json", help="write the results here as JSON")
+    g.add_argument("--memory_preset", default="tinyllama-1.1b", help="--parts memory: the model built under --fsdp "
+                   "and loaded by from_hf")
+    g.add_argument("--memory_state_preset", default="llama-370m", help="--parts memory: the model whose training "
+                   "state is compared, DDP vs --fsdp (each DDP process holds 16 bytes per parameter)")
+    g.add_argument("--memory_text_gb", type=float, default=2.0, help="--parts memory: GB of text data.py prepares")
     parser.set_defaults(batch_tokens=8192, eval_tokens=32768)
     args = parser.parse_args()
     ctx = setup(args)
@@ -317,6 +442,10 @@ def main():
     if "data" in parts:
         result["data"] = time_batches(args)
     print0(table(result))
+    if "memory" in parts:
+        print0("measuring memory (processes of their own) ...")
+        result["memory"] = memory_rows(args)
+        print0(memory_table(result["memory"]))
     if args.json:
         os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
         with open(args.json + ".tmp", "w") as f:

@@ -183,22 +183,49 @@ def token_dtype(vocab_size):
     return np.dtype("<u2") if vocab_size <= 1 << 16 else np.dtype("<u4")
 
 
+class TokenWriter:
+    """A token file written piece by piece, atomically: the ids go to a temp file, the header's counts are
+    filled in on a clean exit and the file renamed into place; a reader sees the old file or the whole new one."""
+
+    def __init__(self, path, vocab_size, fingerprint):
+        self.path, self.vocab_size, self.fingerprint = Path(path), vocab_size, fingerprint
+        self.dtype, self.n_tokens, self.n_bytes = token_dtype(vocab_size), 0, 0
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")  # same folder: os.replace renames
+
+    def __enter__(self):
+        self.file = open(self.tmp, "wb")
+        self.file.write(bytes(HEADER_BYTES))  # counts unknown yet
+        return self
+
+    def write(self, tokens):
+        tokens = np.asarray(tokens)
+        if len(tokens) and not 0 <= tokens.min() <= tokens.max() < self.vocab_size:
+            raise DataError(f"{self.path}: ids {tokens.min()}..{tokens.max()} do not fit the vocabulary "
+                            f"0..{self.vocab_size - 1}")
+        self.file.write(np.ascontiguousarray(tokens, dtype=self.dtype).data)
+        self.n_tokens += len(tokens)
+
+    def __exit__(self, kind, *_):
+        try:
+            if kind is None:
+                self.file.seek(0)
+                self.file.write(np.array([MAGIC, VERSION, self.dtype.itemsize, self.vocab_size, self.n_tokens,
+                                          self.n_bytes, self.fingerprint, 0], "<i8").tobytes())
+                self.file.flush()
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if kind is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            self.file.close()
+            self.tmp.unlink(missing_ok=True)
+
+
 def write_tokens(path, tokens, vocab_size, n_bytes, fingerprint):
     """Header + ids, atomically: a reader sees the old file or the whole new one, never a part."""
-    path, dtype, tokens = Path(path), token_dtype(vocab_size), np.asarray(tokens)
-    if len(tokens) and not 0 <= tokens.min() <= tokens.max() < vocab_size:
-        raise DataError(f"{path}: ids {tokens.min()}..{tokens.max()} do not fit the vocabulary 0..{vocab_size - 1}")
-    header = np.array([MAGIC, VERSION, dtype.itemsize, vocab_size, len(tokens), n_bytes, fingerprint, 0], "<i8")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder, so that os.replace is a rename
-    try:
-        with open(tmp, "wb") as f:
-            f.write(header.tobytes())
-            f.write(np.ascontiguousarray(tokens, dtype=dtype).data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with TokenWriter(path, vocab_size, fingerprint) as w:
+        w.write(tokens)
+        w.n_bytes = n_bytes
 
 
 def file_info(path):
@@ -247,17 +274,57 @@ def read_text(path):
         return None
 
 
-def stdlib_documents():
-    """Every .py file of this Python's standard library, one document each, in path order (~1.8k files, ~31 MB)."""
+WHOLE, LINE, PART = 0, 1, 2  # a document is a whole file, a .jsonl line, or a part of a .txt between EOTs
+
+
+class Corpus:
+    """Non-empty documents as references into files (file, byte range, kind), read when asked for: preparing
+    data then holds a chunk of documents at a time, not the corpus. texts: documents already in memory
+    (downloads), referenced by index."""
+
+    def __init__(self, files, refs, text_field="text", texts=None):
+        self.files, self.refs, self.text_field, self.texts = files, refs, text_field, texts
+
+    def __len__(self):
+        return len(self.refs)
+
+    def __getitem__(self, i):
+        f, start, end, kind = (int(v) for v in self.refs[i])
+        if self.texts is not None:
+            return self.texts[start]
+        if kind == WHOLE:
+            return read_text(self.files[f])
+        with open(self.files[f], "rb") as fh:
+            fh.seek(start)
+            raw = fh.read(end - start).decode("utf-8")
+        return raw.strip("\n") if kind == PART else json.loads(raw)[self.text_field]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def subset(self, order):
+        return Corpus(self.files, self.refs[np.asarray(order, dtype=np.int64)], self.text_field, self.texts)
+
+    @classmethod
+    def of_texts(cls, texts):
+        return cls([], np.array([(0, i, 0, WHOLE) for i in range(len(texts))], np.int64).reshape(-1, 4), texts=texts)
+
+
+def stdlib_files():
+    """Every .py file of this Python's standard library, in path order (~1.8k files, ~31 MB)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = [p for p in root.rglob("*.py") if not {"site-packages", "dist-packages"} & set(p.relative_to(root).parts)]
-    texts = [read_text(p) for p in sorted(paths, key=lambda p: p.relative_to(root).as_posix())]
+    return sorted(paths, key=lambda p: p.relative_to(root).as_posix())
+
+
+def stdlib_documents():
+    """The stdlib's .py files as documents, one each (in memory), and how many are not UTF-8."""
+    texts = [read_text(p) for p in stdlib_files()]
     return [t for t in texts if t is not None], texts.count(None)
 
 
-def read_documents(inputs, text_field="text"):
-    """Files, folders (recursive, hidden entries skipped) and globs. A .jsonl line is one document (its
-    text_field); a .txt file is one document, or several separated by '<|endoftext|>'; any other file is one."""
+def input_files(inputs):
+    """Files, folders (recursive, hidden entries skipped) and globs, in order."""
     files = []
     for item in inputs:
         matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [item]
@@ -266,13 +333,52 @@ def read_documents(inputs, text_field="text"):
         for m in map(Path, matches):
             files += sorted(f for f in m.rglob("*") if f.is_file() and not any(
                 part.startswith(".") for part in f.relative_to(m).parts)) if m.is_dir() else [m]
-    docs, texts = [], [read_text(f) for f in files]
-    for f, text in zip(files, texts):
-        if text is not None and f.suffix == ".jsonl":  # split("\n"), not splitlines(): JSON may hold a raw U+2028
-            docs += [_json_text(f, k, line, text_field) for k, line in enumerate(text.split("\n"), 1) if line.strip()]
-        elif text is not None:
-            docs += [part.strip("\n") for part in text.split(EOT)] if f.suffix == ".txt" and EOT in text else [text]
-    return docs, texts.count(None)
+    return files
+
+
+def index_documents(files, text_field="text"):
+    """(Corpus of the non-empty documents of files, empty documents, files that are not UTF-8), reading one
+    file at a time: memory grows with the largest file, not with the corpus. A
+    .jsonl line is one document (its text_field); a .txt file is one document, or several separated by
+    '<|endoftext|>'; any other file is one."""
+    refs, n_empty, skipped = [], 0, 0
+    for k, f in enumerate(files):
+        raw = Path(f).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            skipped += 1
+            continue
+        if Path(f).suffix == ".jsonl":  # split on b"\n", not splitlines(): JSON may hold a raw U+2028
+            start = 0
+            for lineno, line in enumerate(raw.split(b"\n"), 1):
+                text = line.decode("utf-8")  # whole characters: '\n' never occurs inside one
+                if text.strip():
+                    if _json_text(f, lineno, text, text_field):
+                        refs.append((k, start, start + len(line), LINE))
+                    else:
+                        n_empty += 1
+                start += len(line) + 1
+        elif Path(f).suffix == ".txt" and EOT in text:  # EOT is ASCII: byte offsets split like the text
+            start = 0
+            for part in raw.split(EOT.encode()):
+                if part.strip(b"\n"):
+                    refs.append((k, start, start + len(part), PART))
+                else:
+                    n_empty += 1
+                start += len(part) + len(EOT)
+        elif text:
+            refs.append((k, 0, len(raw), WHOLE))
+        else:
+            n_empty += 1
+        del raw, text
+    return Corpus(list(map(str, files)), np.array(refs, np.int64).reshape(-1, 4), text_field), n_empty, skipped
+
+
+def read_documents(inputs, text_field="text"):
+    """The non-empty documents of inputs (files, folders, globs) as a list, and how many files are not UTF-8."""
+    corpus, _, skipped = index_documents(input_files(inputs), text_field)
+    return list(corpus), skipped
 
 
 def _json_text(path, lineno, line, text_field):
@@ -312,9 +418,13 @@ def source_documents(source, max_docs=None):
 _worker_tokenizer = None  # set in each tokenizing process
 
 
-def _init_worker(spec):
-    global _worker_tokenizer
+_worker_corpus = None
+
+
+def _init_worker(spec, corpus=None):
+    global _worker_tokenizer, _worker_corpus
     _worker_tokenizer = Tokenizer(spec)  # once per process: loading a vocabulary costs more than a document
+    _worker_corpus = corpus  # documents by reference: each worker reads its own from disk
 
 
 def _encode_docs(docs):
@@ -324,26 +434,49 @@ def _encode_docs(docs):
     return np.array(ids, token_dtype(tok.vocab_size))
 
 
-def tokenize(docs, spec, num_proc, label):
-    """(tokens, UTF-8 bytes) of a list of documents, encoded by num_proc processes. Each document is encoded
-    on its own and the chunks come back in order, so the tokens are the same for any num_proc."""
-    sizes = [len(d.encode("utf-8")) for d in docs]
-    # up to 64 documents a chunk save inter-process traffic; small corpora get 4 chunks a process to keep all busy
-    step = max(1, min(64, len(docs) // (4 * num_proc)))
-    chunks = [docs[i:i + step] for i in range(0, len(docs), step)]
+def _encode_range(span):
+    """_encode_docs of the corpus documents span = (start, stop), and their UTF-8 bytes."""
+    docs = [_worker_corpus[i] for i in range(*span)]
+    return _encode_docs(docs), sum(len(d.encode("utf-8")) for d in docs)
+
+
+def encode_corpus(corpus, spec, num_proc, label):
+    """(ids, UTF-8 bytes) of consecutive chunks of a Corpus, in order, encoded by num_proc processes. Chunks
+    are handed out a window at a time, so memory holds a few of them, and the ids are the same for any
+    num_proc: each document is encoded on its own."""
+    step = max(1, min(64, len(corpus) // (4 * num_proc)))  # small corpora: 4 chunks a process keep all busy
+    spans = [(i, min(i + step, len(corpus))) for i in range(0, len(corpus), step)]
+    window = 8 * num_proc  # chunks in flight: Pool.imap alone would queue the whole corpus at once
     if num_proc == 1:
-        _init_worker(spec)
-    parts, done, t0, shown = [], 0, time.time(), 0.0
-    with multiprocessing.Pool(num_proc, _init_worker, (spec,)) if num_proc > 1 else contextlib.nullcontext() as pool:
-        for k, part in enumerate(pool.imap(_encode_docs, chunks) if pool else map(_encode_docs, chunks)):
-            parts.append(part)
-            done += sum(sizes[k * step:(k + 1) * step])
-            if time.time() - shown > 0.25 or k == len(chunks) - 1:  # a progress line, rewritten in place
+        _init_worker(spec, corpus)
+    t0, shown, done = time.time(), 0.0, 0
+    with multiprocessing.Pool(num_proc, _init_worker, (spec, corpus)) if num_proc > 1 else contextlib.nullcontext() as pool:
+        for w in range(0, len(spans), window):
+            group = spans[w:w + window]
+            for ids, n_bytes in (pool.imap(_encode_range, group) if pool else map(_encode_range, group)):
+                done += n_bytes
+                yield ids, n_bytes
+            last = w + window >= len(spans)
+            if time.time() - shown > 0.25 or last:  # a progress line, rewritten in place
                 shown = time.time()
-                print(f"\r{label}: {done / 1e6:.1f}/{sum(sizes) / 1e6:.1f} MB, "
-                      f"{done / 1e6 / max(shown - t0, 1e-6):.1f} MB/s", end="\n" if k == len(chunks) - 1 else "",
+                print(f"\r{label}: {group[-1][1]:,}/{len(corpus):,} documents, {done / 1e6:.1f} MB, "
+                      f"{done / 1e6 / max(shown - t0, 1e-6):.1f} MB/s", end="\n" if last else "",
                       file=sys.stderr, flush=True)
-    return np.concatenate(parts), sum(sizes)
+
+
+def tokenize(docs, spec, num_proc, label):
+    """(tokens, UTF-8 bytes) of a list of documents, encoded by num_proc processes."""
+    parts = list(encode_corpus(Corpus.of_texts(docs), spec, num_proc, label))
+    return np.concatenate([ids for ids, _ in parts]), sum(n for _, n in parts)
+
+
+def tokenize_to_file(corpus, spec, num_proc, label, path, vocab_size, fingerprint):
+    """Encode a Corpus straight into the token file path, chunk by chunk; returns (tokens, bytes)."""
+    with TokenWriter(path, vocab_size, fingerprint) as out:
+        for ids, n_bytes in encode_corpus(corpus, spec, num_proc, label):
+            out.write(ids)
+            out.n_bytes += n_bytes
+    return out.n_tokens, out.n_bytes
 
 
 def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8192, val_fraction=0.05,
@@ -368,16 +501,19 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
     num_proc = num_proc or os.cpu_count() or 1
     name = name or source or (Path(inputs[0].split("*")[0]).resolve().stem if inputs else "stdlib")
     what = f"--source {source}" if source else f"--input {' '.join(inputs)}" if inputs else "stdlib *.py"
-    docs, skipped = (source_documents(source, max_docs) if source else
-                     read_documents(inputs, text_field) if inputs else stdlib_documents())
-    n_empty, docs = sum(not d for d in docs), [d for d in docs if d]
+    if source:  # downloads are held in memory; files are read a chunk of documents at a time
+        texts, skipped = source_documents(source, max_docs)
+        n_empty, texts = sum(not d for d in texts), [d for d in texts if d]
+        docs = Corpus.of_texts(texts)
+    else:
+        docs, n_empty, skipped = index_documents(input_files(inputs) if inputs else stdlib_files(), text_field)
     if len(docs) < 2:
         raise DataError(f"{what}: {len(docs)} non-empty documents ({n_empty} empty, {skipped} files not UTF-8); "
                         "a train/val split needs at least 2")
     # split by document, in seeded random order: a sequential reader then meets mixed topics, not one folder
     order = np.random.default_rng(seed).permutation(len(docs))
     n_val = min(len(docs) - 1, max(1, round(val_fraction * len(docs))))
-    splits = {"train": [docs[i] for i in order[n_val:]], "val": [docs[i] for i in order[:n_val]]}
+    splits = {"train": docs.subset(order[n_val:]), "val": docs.subset(order[:n_val])}
 
     data_dir = Path(out_dir) / name
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -401,10 +537,10 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
                 fingerprint=tok.fingerprint, dtype=token_dtype(tok.vocab_size).name)
     t_enc = time.time()
     for split, split_docs in splits.items():
-        tokens, n_bytes = tokenize(split_docs, tok.name, num_proc, f"{name}/{split}")
-        write_tokens(data_dir / f"{split}.bin", tokens, tok.vocab_size, n_bytes, tok.fingerprint)
-        meta[split] = dict(documents=len(split_docs), tokens=len(tokens), bytes=n_bytes,
-                           tokens_per_byte=round(len(tokens) / n_bytes, 6))
+        n_tokens, n_bytes = tokenize_to_file(split_docs, tok.name, num_proc, f"{name}/{split}",
+                                             data_dir / f"{split}.bin", tok.vocab_size, tok.fingerprint)
+        meta[split] = dict(documents=len(split_docs), tokens=n_tokens, bytes=n_bytes,
+                           tokens_per_byte=round(n_tokens / n_bytes, 6))
     t_enc, meta["args"] = time.time() - t_enc, args
     (data_dir / ".meta.json.tmp").write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(data_dir / ".meta.json.tmp", data_dir / "meta.json")

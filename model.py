@@ -16,6 +16,7 @@ Face checkpoint import/export (`GPT.from_hf`, `model.save_hf`) without importing
 import copy
 import json
 import math
+import mmap
 import os
 import re
 import struct
@@ -325,10 +326,11 @@ class GPT(nn.Module):
         with open(os.path.join(path, "config.json")) as f:
             hf = json.load(f)
         cfg = GPTConfig(**{**_config_from_hf(hf), **overrides})
-        model = cls(cfg)
-        sd = _read_hf_weights(path)
+        with torch.device("meta"):  # shapes only: the weights come from the files, not from a random init
+            model = cls(cfg)
+        sd = _read_hf_weights(path)  # memory-mapped: a tensor is read from disk when it is used
         sd = {k.removeprefix("transformer."): v for k, v in sd.items()} if cfg.flavour == "gpt2" else sd
-        ours = model.state_dict()
+        ours, state = model.state_dict(), {}
         for name, (hf_name, transpose) in _hf_names(cfg).items():
             parts = hf_name if isinstance(hf_name, tuple) else (hf_name,)
             missing = [n for n in parts if n not in sd]
@@ -337,12 +339,17 @@ class GPT(nn.Module):
                     continue
                 raise KeyError(f"{path}: checkpoint lacks {missing[0]} (needed for {name})")
             # q/k/v are fused here: concatenated in our [Q; K; V] row layout
-            src = torch.cat([sd[n] for n in parts], dim=0)
+            src = torch.cat([sd[n] for n in parts], dim=0) if len(parts) > 1 else sd[parts[0]]
             src = src.t() if transpose else src
             if src.shape != ours[name].shape:
                 raise ValueError(f"{path}: {hf_name} has shape {tuple(src.shape)}, expected {tuple(ours[name].shape)} for {name}")
-            with torch.no_grad():
-                ours[name].copy_(src)
+            # the file's own (mapped) tensor where it already is an fp32 contiguous one: no copy at all
+            state[name] = src.to(torch.float32).contiguous()
+        if cfg.tie_embeddings:
+            state["lm_head.weight"] = state["wte.weight"]
+        model.load_state_dict(state, assign=True)
+        model.tie_weights()
+        model.init_buffers()
         return model
 
     def save_hf(self, path, dtype=torch.float32, eot_id=None):
@@ -451,34 +458,41 @@ _ST_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16
 
 
 def _read_safetensors(filename):
+    """name -> tensor, each a view of the file mapped copy-on-write: nothing is read until used, and writing to
+    a tensor (training it) changes this process's copy of the page, never the file."""
     with open(filename, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
-        data = bytearray(f.read())
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) if os.fstat(f.fileno()).st_size > 8 + n else None
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         start, end = info["data_offsets"]
-        out[name] = torch.frombuffer(data, dtype=_ST_DTYPES[info["dtype"]], offset=start,
-                                     count=(end - start) // _ST_DTYPES[info["dtype"]].itemsize).view(info["shape"])
+        dtype = _ST_DTYPES[info["dtype"]]
+        if end == start:  # frombuffer refuses empty views
+            out[name] = torch.empty(info["shape"], dtype=dtype)
+            continue
+        out[name] = torch.frombuffer(mapped, dtype=dtype, offset=8 + n + start,
+                                     count=(end - start) // dtype.itemsize).view(info["shape"])
     return out
 
 
 def _write_safetensors(filename, tensors):
+    """The header first (sizes follow from shapes), then each tensor's bytes in turn: no second copy of the model."""
     names = {v: k for k, v in _ST_DTYPES.items()}
-    header, offset, blobs = {"__metadata__": {"format": "pt"}}, 0, []
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
     for name, t in tensors.items():
-        blob = t.contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b""
-        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
-        offset += len(blob)
-        blobs.append(blob)
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": names[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        offset += size
     head = json.dumps(header).encode()
     head += b" " * (-len(head) % 8)  # the format asks for 8-byte alignment of the data
     with open(filename, "wb") as f:
         f.write(struct.pack("<Q", len(head)) + head)
-        for blob in blobs:
-            f.write(blob)
+        for t in tensors.values():
+            if t.numel():
+                f.write(t.detach().cpu().contiguous().view(torch.uint8).numpy().data)
 
 
 def _read_hf_weights(path):
@@ -490,5 +504,8 @@ def _read_hf_weights(path):
     if os.path.exists(os.path.join(path, "model.safetensors")):
         return _read_safetensors(os.path.join(path, "model.safetensors"))
     if os.path.exists(os.path.join(path, "pytorch_model.bin")):
-        return torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
+        try:  # memory-mapped, like safetensors; files in torch's pre-1.6 format cannot be mapped
+            return torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            return torch.load(os.path.join(path, "pytorch_model.bin"), map_location="cpu", weights_only=True)
     raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")

@@ -34,7 +34,7 @@ from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_s
                                                      set_state_dict)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
@@ -367,11 +367,14 @@ def shard(model, ctx, compile=False):
 
 
 def local_shard(param, init):
-    """This process's shard of init applied to a whole tensor of param's (global) shape, drawn on the CPU like
-    an unsharded model's init; only one such tensor exists at a time."""
+    """This process's rows of init applied to a whole tensor of param's (global) shape, drawn on the CPU like an
+    unsharded model's init; one such tensor exists at a time. FSDP2 shards dim 0 as torch.chunk does."""
     whole = torch.empty(param.shape, dtype=param.dtype)
     init(whole)
-    return distribute_tensor(whole.to(param.device), param.device_mesh, param.placements, src_data_rank=None).to_local()
+    chunks, rank = whole.chunk(param.device_mesh.size()), param.device_mesh.get_local_rank()
+    rows = chunks[rank] if rank < len(chunks) else whole[:0]  # fewer rows than processes: an empty shard
+    assert rows.shape == param.to_local().shape, (rows.shape, param.to_local().shape)
+    return rows
 
 
 def save_sharded(ckpt_path, state, model, optimizer, ctx):
