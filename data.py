@@ -8,6 +8,7 @@ Prepare a data set (writes data/<name>/train.bin, val.bin, meta.json, and tokeni
 Read it back:
     tokens = read_tokens("data/stdlib/train.bin", vocab_size=model_vocab_size)
     stream = BatchStream(tokens, micro_rows=8, seq_len=256, rank=rank, world=world, accum=accum)
+For transformers (train.py --export_hf uses it): save_hf_tokenizer(data_dir, folder).
 """
 import argparse
 import contextlib
