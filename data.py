@@ -8,6 +8,7 @@ Prepare a data set (writes data/<name>/train.bin, val.bin, meta.json, and tokeni
 Read it back:
     tokens = read_tokens("data/stdlib/train.bin", vocab_size=model_vocab_size)
     stream = BatchStream(tokens, micro_rows=8, seq_len=256, rank=rank, world=world, accum=accum)
+For transformers (train.py --export_hf uses it): save_hf_tokenizer(data_dir, folder).
 """
 import argparse
 import contextlib
@@ -620,6 +621,90 @@ def load_tokenizer(data_dir, spec=None):
     if not spec:  # e.g. converted --from_raw without --tokenizer
         raise DataError(f"{Path(data_dir) / 'meta.json'} names no tokenizer")
     return Tokenizer(Path(data_dir) / spec if spec.endswith((".model", ".tiktoken")) else spec)
+
+
+# -----------------------------------------------------------------------------
+# Hugging Face tokenizer files: what `transformers.AutoTokenizer.from_pretrained(folder)` loads,
+# offline, with the ids of Tokenizer.encode. No transformers import: plain JSON, text and the .model.
+#
+# BOS convention: a document here is [end-of-text] + its ids (data.py puts the separator first).
+# The files name end-of-text as bos_token (and eos_token) with add_bos_token false: the tokenizer
+# adds nothing, so its ids equal Tokenizer.encode, and lm-eval's rolling perplexity prepends the
+# BOS once itself (its prefix token), scoring exactly [end-of-text] + document, as training here
+# does. add_bos_token true would score BOS, BOS, document.
+
+def bytes_to_unicode():
+    """GPT-2's byte -> character map of vocab.json and merges.txt: printable Latin-1 bytes stand
+    for themselves, the other 68 for chr(256 + k) in byte order, so that every piece is a plain
+    JSON string and a merge line splits at its one space."""
+    printable = {*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)}
+    shifted = iter(range(256, 512))
+    return {b: chr(b) if b in printable else chr(next(shifted)) for b in range(256)}
+
+
+def bpe_merges(ranks):
+    """The merge list of a byte-level BPE known only by its ranks (tiktoken's piece -> rank): a
+    piece of 2+ bytes is the merge of the two parts that BPE with the lower ranks alone leaves of
+    its bytes (tiktoken merges the lowest-ranked adjacent pair, leftmost on ties). In rank order
+    this is GPT-2's merges.txt."""
+    merges = []
+    for piece, rank in sorted(ranks.items(), key=lambda kv: kv[1]):
+        parts = [piece[i:i + 1] for i in range(len(piece))]
+        while len(parts) > 2:
+            pair_ranks = [ranks.get(a + b, rank) for a, b in zip(parts, parts[1:])]
+            i = min(range(len(pair_ranks)), key=pair_ranks.__getitem__)
+            if pair_ranks[i] >= rank:  # only higher merges would join these parts
+                break
+            parts[i:i + 2] = [parts[i] + parts[i + 1]]
+        if len(parts) == 2:
+            merges.append(parts)
+        elif len(parts) > 2:  # a pruned vocabulary that lost a piece on the way (prune_tokenizer
+            # keeps them): no merges.txt gives this piece, transformers would tokenize otherwise
+            raise DataError(f"rank {rank} ({piece!r}) cannot be built by merging lower ranks, so "
+                            "no merges.txt reproduces this tokenizer")
+    return merges
+
+
+def save_hf_tokenizer(tok, out_dir):
+    """Write tok (a Tokenizer or a data folder) into out_dir as files AutoTokenizer loads with
+    tok's ids; returns their names. tiktoken: vocab.json + merges.txt (GPT2Tokenizer);
+    sentencepiece: the .model itself (LlamaTokenizer). bos/eos are the end-of-text token, never
+    added by the tokenizer (convention above). A tokenizer that cannot be exported is refused
+    before anything is written."""
+    tok = tok if isinstance(tok, Tokenizer) else load_tokenizer(tok)
+    # for both: literal '<|endoftext|>' / '<s>' in a text stay text, as in Tokenizer.encode, and
+    # decode gives the text back (no clean-up of spaces before punctuation)
+    config = dict(add_bos_token=False, add_eos_token=False, split_special_tokens=True,
+                  clean_up_tokenization_spaces=False)
+    if tok._tt is not None:
+        enc = tok._tt
+        if enc._pat_str != r50k_pat_str:  # GPT2Tokenizer always pre-splits with GPT-2's regex
+            raise DataError(f"tokenizer {tok.name}: only tiktoken encodings with GPT-2's pre-split "
+                            "regex export to Hugging Face files here (vocab.json + merges.txt)")
+        to_chars = bytes_to_unicode()
+        text_of = lambda piece: "".join(to_chars[b] for b in piece)  # noqa: E731
+        vocab = {text_of(p): i for p, i in enc._mergeable_ranks.items()} | enc._special_tokens
+        merges = [f"{text_of(a)} {text_of(b)}" for a, b in bpe_merges(enc._mergeable_ranks)]
+        files = {"vocab.json": json.dumps(vocab, ensure_ascii=False),
+                 "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n"}
+        # add_prefix_space false: the first word of a text gets no space put in front
+        config.update(tokenizer_class="GPT2Tokenizer", bos_token=EOT, eos_token=EOT, unk_token=EOT,
+                      add_prefix_space=False, errors="replace")
+    else:
+        sp, eot = tok._sp, tok._sp.id_to_piece(tok.eot_id)
+        files = {"tokenizer.model": tok._model_bytes}
+        # legacy false + add_prefix_space false: no dummy '▁' in front (data.py trains without
+        # one). A literal '▁' in a text still differs: transformers reads it as a space,
+        # Tokenizer.encode as its 3 bytes
+        config.update(tokenizer_class="LlamaTokenizer", legacy=False, add_prefix_space=False,
+                      bos_token=eot, eos_token=eot, unk_token=sp.id_to_piece(sp.unk_id()))
+    files["tokenizer_config.json"] = json.dumps(config, indent=2) + "\n"
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        content = content if isinstance(content, bytes) else content.encode("utf-8")
+        (Path(out_dir) / name).write_bytes(content)
+    return list(files)
 
 
 # -----------------------------------------------------------------------------

@@ -76,9 +76,10 @@ def is_reachable(piece, rank):
 def prune_vocab(counts, vocab_size, mandatory, rank):
     """Old ids to keep, ascending (= new-id order, so old -> new is monotone). First the mandatory ids (specials
     and the byte base), then tokens by decreasing count, each together with every piece its merges pass through
-    under the full vocabulary (its closure). With those pieces kept, BPE under the kept ranks takes the same
-    merges, so every kept token stays reachable. A token whose closure no longer fits is skipped (the paper keeps
-    'the most frequent tokens'; the closure is what the official script leaves out)."""
+    under the full vocabulary and the single bytes/characters they start from (its closure). With those pieces
+    kept, BPE under the kept ranks takes the same merges, so every kept token stays reachable. A token whose
+    closure no longer fits is skipped (the paper keeps 'the most frequent tokens'; the closure is what the
+    official script leaves out)."""
     keep, piece_of = set(mandatory), {i: p for p, i in rank.items()}
     if len(keep) > vocab_size:
         raise ValueError(f"vocab_size {vocab_size} is smaller than the {len(keep)} mandatory tokens")
@@ -90,7 +91,10 @@ def prune_vocab(counts, vocab_size, mandatory, rank):
         parts, merged = merge_path(piece_of[i], rank)
         if parts != [piece_of[i]]:
             continue  # not producible even with the full vocabulary; BPE never emits it
-        need = ({rank[p] for p in merged} | {i}) - keep
+        # its single bytes/characters too: sentencepiece merges a character outside the vocabulary,
+        # Hugging Face's BPE (train.py --export_hf) turns it into bytes before any merge
+        units = {piece_of[i][k:k + 1] for k in range(len(piece_of[i]))}
+        need = ({rank[p] for p in merged} | {rank[u] for u in units if u in rank} | {i}) - keep
         if len(keep) + len(need) <= vocab_size:
             keep |= need
     return sorted(keep)

@@ -6,6 +6,7 @@ Token-level pre-training, and the one training loop every method script reuses.
   python train.py --resume                           # continue exactly where out/ckpt.pt stopped
   python train.py --sample "def main(" --init_from out/ckpt.pt
   python train.py --eval_bin data/stdlib/val.bin --init_from out/ckpt.pt
+  python train.py --export_hf hf/ --init_from out/ckpt.pt   # for transformers and lm-eval (README)
 
 Method scripts import `add_train_args`, `setup`, `build_model`, `train` and the checkpoint helpers from here;
 `train(model, args, ctx, loss_fn=...)` is the loop: AdamW, warmup + cosine, gradient accumulation, DDP,
@@ -689,6 +690,40 @@ def plot_curves(curves, path, title=""):
     print0(f"plot: {path}")
 
 
+# tokenizer files transformers reads from a folder; an export removes those it does not write, so
+# that a stale tokenizer.json or vocab.json of an earlier export cannot take precedence
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                      "added_tokens.json", "vocab.json", "merges.txt", "tokenizer.model")
+
+
+def export_hf(args, ctx, vocab_size):
+    """--export_hf DIR: --init_from as a Hugging Face folder that transformers and lm-eval load
+    offline: config.json, model.safetensors, generation_config.json (bos/eos = the data's
+    end-of-text id) and the tokenizer of --data_dir, which build_model checks against the
+    checkpoint's (vocabulary size and fingerprint). data.py explains the BOS convention."""
+    if not args.init_from:
+        raise UsageError("--export_hf needs --init_from CKPT (a ckpt.pt of this repository or a "
+                         "Hugging Face folder)")
+    if os.path.exists(args.export_hf) and not os.path.isdir(args.export_hf):
+        raise UsageError(f"--export_hf {args.export_hf} is a file, not a folder to export into")
+    if args.sample is not None or args.eval_bin:
+        raise UsageError("--export_hf: leave out --sample and --eval_bin (one action per run)")
+    model = build_model(args, vocab_size)
+    tok = data.load_tokenizer(args.data_dir)
+    if not ctx.master:  # under torchrun every rank checks the input; one writes
+        return
+    names = data.save_hf_tokenizer(tok, args.export_hf)  # first: it refuses before writing
+    for name in set(HF_TOKENIZER_FILES) - set(names):
+        if os.path.isfile(os.path.join(args.export_hf, name)):
+            os.remove(os.path.join(args.export_hf, name))
+    model.save_hf(args.export_hf, eot_id=tok.eot_id)
+    with open(os.path.join(args.export_hf, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": tok.eot_id, "eos_token_id": tok.eot_id}, f, indent=2)
+    print0(f"exported {args.init_from} -> {args.export_hf}: config.json, model.safetensors, "
+           f"generation_config.json, {', '.join(names)} (tokenizer of {args.data_dir}, "
+           f"end-of-text id {tok.eot_id} as bos/eos)")
+
+
 def main():
     parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--sample", default=None, help="print a continuation of this prompt from --init_from (or out_dir/ckpt.pt) and exit")
@@ -696,9 +731,14 @@ def main():
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens")
     parser.add_argument("--eval_bin", default="", help="evaluate --init_from (or out_dir/ckpt.pt) on this token file and exit")
+    parser.add_argument("--export_hf", default="", metavar="DIR",
+                        help="write --init_from as a Hugging Face folder (config, weights, generation "
+                             "config, the tokenizer of --data_dir) for transformers and lm-eval; exit")
     args = parser.parse_args()
     ctx = setup(args)
     meta = data.load_meta(args.data_dir)
+    if args.export_hf:
+        return export_hf(args, ctx, meta["vocab_size"])
     if args.sample is not None or args.eval_bin:
         args.init_from = args.init_from or os.path.join(args.out_dir, "ckpt.pt")
         model = build_model(args, meta["vocab_size"]).to(ctx.device).eval()
