@@ -2560,3 +2560,37 @@ def test_export_hf_bad_input_is_one_line_naming_the_flag(exported, real_data, tm
     assert res.returncode == 2 and res.stderr.strip() == (
         "train.py: error: --export_hf needs --init_from CKPT (a ckpt.pt of this repository or a "
         "Hugging Face folder)")
+
+
+def test_activation_checkpointing_recomputes_blocks_and_changes_nothing():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("nano", vocab_size=128))
+    idx = torch.randint(0, 128, (2, 17))
+    calls = []
+    model.blocks[0].mlp.register_forward_pre_hook(lambda *_: calls.append(1))  # pre-hook: recomputes are seen
+    grads = []
+    for on in (False, True):
+        model.activation_checkpointing = on
+        model.zero_grad()
+        loss = model(idx[:, :-1], idx[:, 1:])[1]
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    assert len(calls) == 3  # once without, twice with checkpointing (forward, then again in backward)
+    assert grads[0][0] == grads[1][0]
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_fsdp_bad_values_are_one_clear_line(toy_data, tmp_path):
+    flags = ["--data_dir", toy_data, "--max_steps", 2, *TINY]
+    res = run("train.py", "--out_dir", tmp_path / "a", *flags, "--fsdp", check=False)  # no torchrun
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "train.py: error: --fsdp shards over processes: launch with torchrun --nproc_per_node=N"]
+    run("train.py", "--out_dir", tmp_path / "ddp", *flags)  # a checkpoint written without --fsdp
+    res = run("train.py", "--out_dir", tmp_path / "ddp", *flags, "--max_steps", 4, "--fsdp", "--resume", torchrun=1,
+              check=False)
+    assert res.returncode != 0 and "error: --resume: " in res.stderr and "was written without --fsdp" in res.stderr
+    res = run("train.py", "--out_dir", tmp_path / "ddp", *flags, "--preset", "2L64H", "--fsdp", "--resume",
+              torchrun=1, check=False)
+    assert res.returncode != 0 and "holds another model" in res.stderr
+    assert not list((tmp_path / "ddp").glob("ckpt.dcp-*"))  # nothing was written over it
