@@ -261,28 +261,33 @@ def prepare_peak(gigabytes, tokenizer="gpt2"):
     with tempfile.TemporaryDirectory() as tmp:
         files, size, k = data.stdlib_files(), 0, 0
         while size < gigabytes * 1e9:
-            for f in files:
-                dst = Path(tmp, "corpus", f"{k:03d}", f"{size:012d}_{f.name}")
+            for i, f in enumerate(files):
+                dst = Path(tmp, "corpus", f"{k:03d}", f"{i:05d}_{f.name}")
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.link(f, dst)
                 size += f.stat().st_size
             k += 1
         t0 = time.time()
-        res = subprocess.run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"),
-                              "--input", str(Path(tmp, "corpus")), "--tokenizer", tokenizer, "--out_dir", str(Path(tmp, "out"))],
-                             capture_output=True, text=True)
+        cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data.py"),
+               "--input", str(Path(tmp, "corpus")), "--tokenizer", tokenizer, "--out_dir", str(Path(tmp, "out"))]
+        # a fresh parent, so that its RUSAGE_CHILDREN peak is data.py's and its workers', not an earlier probe's
+        wrapper = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.stderr.write(r.stderr); "
+                   "sys.exit(r.returncode)")
+        res = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
         if res.returncode:
             raise RuntimeError(f"data.py failed:\n{res.stderr[-2000:]}")
-        import resource
         return dict(text_gb=size / 1e9, files=sum(1 for _ in Path(tmp, "corpus").rglob("*.py")), seconds=time.time() - t0,
-                    peak_mib=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+                    peak_mib=int(res.stdout.split()[-1]) / 1024)
 
 
 def memory_rows(args):
     """--parts memory: sharded training state, building a big model, from_hf, data preparation."""
-    out = {"state_ddp": run_probe("state_ddp", args.memory_state_preset, world=2),
-           "state_fsdp": run_probe("state_fsdp", args.memory_state_preset, world=2),
-           "build": run_probe("build", args.memory_preset, world=2)}
+    out = {}
+    for kind, preset in (("state_ddp", args.memory_state_preset), ("state_fsdp", args.memory_state_preset),
+                         ("build", args.memory_preset)):
+        out[kind] = run_probe(kind, preset, world=2)
+        print0(json.dumps(out[kind]))
     with tempfile.TemporaryDirectory() as tmp:
         from model import GPT, GPTConfig
         with torch.device("meta"):
@@ -291,6 +296,7 @@ def memory_rows(args):
         big.save_hf(tmp)
         del big
         out["from_hf"] = run_probe("from_hf", args.memory_preset, folder=tmp)
+        print0(json.dumps(out["from_hf"]))
     out["prepare"] = prepare_peak(args.memory_text_gb)
     return out
 
