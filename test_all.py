@@ -1226,30 +1226,31 @@ def test_v2_script_trains_reference_search_and_baseline_and_resumes(toy_data_inh
 def test_v1_script_from_a_checkpoint_with_width_reduction(toy_data_inh, tmp_path, monkeypatch):
     ref_dir = tmp_path / "ref"
     run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(ref_dir), "--max_tokens", str(256 * 20), *SMALL,
-             "--n_layer", "4")  # v2 starting at full depth: just trains the reference and one trial
+             "--inherit_layers", "4")  # v2 starting at full depth: just trains the reference and one trial
     out = tmp_path / "v1"
     run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--reference", str(ref_dir / "reference" / "ckpt.pt"),
              "--mode", "v1", "--layers", "0,3", "--subset_tokens", "2048", "--epochs", "3", "--keep_ffn", "64",
-             "--width_score", "taylor", *SMALL)
+             "--width_score", "taylor", *SMALL[2:])  # no --preset: the checkpoint sets the shape
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["run"] for r in rows] == ["reference", "v1_n2"] and rows[1]["tokens"] == 2048 * 3
     assert data.file_info(out / "subset.bin")["n_tokens"] == 2048
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--n_layer", "9"], "--n_layer 9 exceeds the reference depth 4"),
+    (["--inherit_layers", "9"], "--inherit_layers 9 exceeds the reference depth 4"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,1,1"], "repeat an index"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,7"], "outside 0..3"),
     (["--layers", "0,1"], "v2 grows the depth"),
     (["--layers", "middle"], "--layers 'middle'"),
     (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
-    (["--reference", "nowhere/ckpt.pt"], "--reference nowhere/ckpt.pt: no such"),
+    (["--init_from", "nowhere/ckpt.pt"], "--init_from nowhere/ckpt.pt: no such"),
     (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
-    (["--reference", "{no_weights}"], "--reference .*hf: a folder must be a Hugging Face GPT-2/Llama checkpoint"),
+    (["--reference", "{no_weights}"], "--init_from .*hf: a folder must be a Hugging Face GPT-2/Llama checkpoint"),
     (["--mode", "v1", "--subset_tokens", "256"], "--subset_tokens 256 must exceed --batch_tokens 256"),
 ])
 def test_bad_input_is_one_clear_error(toy_data_inh, tmp_path, monkeypatch, argv, message):
-    base = ["--data_dir", str(toy_data_inh), "--out_dir", str(tmp_path), *SMALL]
+    given_model = "--reference" in argv or "--init_from" in argv  # then the checkpoint sets the shape: no --preset
+    base = ["--data_dir", str(toy_data_inh), "--out_dir", str(tmp_path), *(SMALL[2:] if given_model else SMALL)]
     model = GPT(GPTConfig.from_preset("nano", vocab_size=100))  # a reference checkpoint with another vocabulary
     torch.save(dict(model_args=model.model_args(), model=model.state_dict()), tmp_path / "other.pt")
     model.save_hf(tmp_path / "hf")  # a Hugging Face folder whose weights are missing
@@ -1262,8 +1263,8 @@ def test_bad_input_is_one_clear_error(toy_data_inh, tmp_path, monkeypatch, argv,
 
 def test_bad_input_is_one_line_on_stderr(toy_data_inh):
     proc = subprocess.run([sys.executable, str(ROOT / "inheritune.py"), "--data_dir", str(toy_data_inh), "--preset", "4L64H",
-                           "--n_layer", "9"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--n_layer 9" in proc.stderr
+                           "--inherit_layers", "9"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--inherit_layers 9" in proc.stderr
 
 
 # --- prune_tokenizer.py ----------------------------------------------------------------------------------
@@ -1812,8 +1813,8 @@ def test_sigkill_in_each_depth_of_the_inheritune_search(toy_data_inh, tmp_path, 
     """Against a reference trained for 40 steps, one layer trained for 2 steps does not match it: the search goes on
     to 3 layers (and 4 if needed). A kill in the first depth and one in the second each resume in that depth."""
     run_main(train, monkeypatch, "--data_dir", toy_data_inh, "--out_dir", tmp_path / "ref", "--max_tokens", 256 * 40, *SMALL)
-    flags = ["--data_dir", toy_data_inh, "--reference", tmp_path / "ref" / "ckpt.pt", "--max_tokens", 256 * 2, *SMALL,
-             "--ckpt_every", 1, "--n_layer", 1]
+    flags = ["--data_dir", toy_data_inh, "--reference", tmp_path / "ref" / "ckpt.pt", "--max_tokens", 256 * 2, *SMALL[2:],
+             "--ckpt_every", 1, "--inherit_layers", 1]
     run_main(inheritune, monkeypatch, "--out_dir", tmp_path / "whole", *flags)
     depths = [r["run"] for r in json.loads((tmp_path / "whole" / "results.json").read_text())["rows"]]
     assert depths[:3] == ["reference", "inherit_n1", "inherit_n3"]
@@ -1918,12 +1919,7 @@ BAD_INPUT_SCRIPTS = {  # a valid tiny run of each script, and how its cases diff
                 "nanoGPT checkpoint": ("--grow_from", "nanogpt.pt is not a GPT of this repository (TypeError"),
                 "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data"),
                 "checkpoint of another tokenizer, same size": ("--grow_from", "--grow_from {root}/tok9.pt was trained on data of another tokenizer")}),
-    "inheritune": (["--max_tokens", 256 * 40, *SMALL],
-                   {"--init_from with --preset": "give the model to inherit from as --reference",
-                    "--init_from with --block_size": "give the model to inherit from as --reference",
-                    "nanoGPT checkpoint": ("--reference", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                    "checkpoint of another vocabulary": ("--reference", "--reference {root}/v64.pt has vocabulary 64, but the data"),
-                    "checkpoint of another tokenizer, same size": ("--reference", "--reference {root}/tok9.pt was trained on data of another tokenizer")}),
+    "inheritune": (["--max_tokens", 256 * 40, *SMALL], {}),
     "multiround": ([*FLAGS], {"train set smaller than one batch": "--batch_tokens 1024 is larger than train.bin"}),
     "bench": ([*SMALL_bench, "--parts", "token"], {}),
 }
