@@ -1915,10 +1915,12 @@ BAD_INPUT_SCRIPTS = {  # a valid tiny run of each script, and how its cases diff
     "train": (["--max_steps", 2, *TINY], {}),
     "patch_train": (["--max_steps", 3, *TINY_patch], {}),
     "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384],
-               {"--init_from with --preset": "--init_from does not apply", "--init_from with --block_size": "--init_from does not apply",
+               {"--init_from with --preset": "--init_from {root}/v64.pt has vocabulary 64",  # --preset: the target, valid here
+                "--init_from with --block_size": "--init_from {root}/v64.pt has vocabulary 64",
+                # the old name --grow_from still works; messages name the new one
                 "nanoGPT checkpoint": ("--grow_from", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data"),
-                "checkpoint of another tokenizer, same size": ("--grow_from", "--grow_from {root}/tok9.pt was trained on data of another tokenizer")}),
+                "checkpoint of another vocabulary": ("--grow_from", "--init_from {root}/v64.pt has vocabulary 64, but the data"),
+                "checkpoint of another tokenizer, same size": ("--grow_from", "--init_from {root}/tok9.pt was trained on data of another tokenizer")}),
     "inheritune": (["--max_tokens", 256 * 40, *SMALL], {}),
     "multiround": ([*FLAGS], {"train set smaller than one batch": "--batch_tokens 1024 is larger than train.bin"}),
     "bench": ([*SMALL_bench, "--parts", "token"], {}),
