@@ -1352,7 +1352,7 @@ def sp_data(tmp_path_factory):
     for k, chunk in enumerate(SEEN[i:i + 6000] for i in range(0, len(SEEN), 6000)):
         (d / "docs" / f"{k:02d}.txt").write_text(chunk)
     data.prepare(inputs=[str(d / "docs")], out_dir=str(d), name="src", vocab_size=700, num_proc=1)
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     report = pt.prune(args, d / "src", 400, d / "pruned")
     return d, report
 
@@ -1362,7 +1362,7 @@ def test_prune_killed_while_writing_leaves_no_data_set_and_runs_again_the_same(s
     temp, _ = kill_in_write("prune_tokenizer.py", r"pruned/val\.bin$", 1, "--data_dir", d / "src", "--vocab_size", 400,
                             "--out_data_dir", tmp_path / "pruned", "--num_proc", 1)
     assert temp.is_file() and not (tmp_path / "pruned" / "meta.json").exists()  # the folder says it is incomplete
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     pt.prune(args, d / "src", 400, tmp_path / "pruned")
     for f in ["train.bin", "val.bin", "tokenizer.model"]:
         assert (tmp_path / "pruned" / f).read_bytes() == (d / "pruned" / f).read_bytes(), f
@@ -1395,7 +1395,7 @@ def test_remapped_files_equal_encoding_the_text_with_the_new_tokenizer(source, s
     d = sp_data[0]
     if source == "gpt2":
         data.prepare(inputs=[str(d / "docs")], out_dir=str(tmp_path), name="src", tokenizer="gpt2", num_proc=1)
-        args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+        args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
         pt.prune(args, tmp_path / "src", 1000, tmp_path / "pruned")
         d = tmp_path
     spec = str(d / "pruned" / ("tokenizer.tiktoken" if source == "gpt2" else "tokenizer.model"))
@@ -1413,7 +1413,7 @@ def test_remapped_embedding_rows_are_the_rows_of_the_same_tokens(sp_data, tied, 
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("nano", vocab_size=700, tie_embeddings=tied))
     train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
-    args = argparse.Namespace(stats_files=None, checkpoint=str(tmp_path / "ckpt.pt"), out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from=str(tmp_path / "ckpt.pt"), out_checkpoint="", num_proc=1)
     report = pt.prune(args, d / "src", 400, tmp_path / "pruned")
     small = train.model_from_checkpoint(report["checkpoint"])  # loads as this repository's checkpoint
     assert small.config.vocab_size == 400 and small.config.tie_embeddings == tied
@@ -1438,7 +1438,7 @@ def test_bad_input_is_one_clear_line_prune(sp_data, tmp_path):
     assert "--vocab_size 100: must lie in 260..699" in res.stderr  # below specials + byte pieces
 
     def fails(vocab_size=400, **flags):  # the same checks in-process (the CLI prints them as one line, above)
-        args = argparse.Namespace(**{**dict(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1), **flags})
+        args = argparse.Namespace(**{**dict(stats_files=None, init_from="", out_checkpoint="", num_proc=1), **flags})
         with pytest.raises(train.UsageError) as e:
             pt.prune(args, d / "src", vocab_size, tmp_path / "never")
         assert not (tmp_path / "never").exists()  # nothing written before the checks
@@ -1450,7 +1450,7 @@ def test_bad_input_is_one_clear_line_prune(sp_data, tmp_path):
     assert "another tokenizer" in fails(stats_files=[tmp_path / "same_size.bin"])
     model = GPT(GPTConfig.from_preset("nano", vocab_size=512))
     train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
-    assert "its vocabulary is 512" in fails(checkpoint=str(tmp_path / "ckpt.pt"))
+    assert "its vocabulary is 512" in fails(init_from=str(tmp_path / "ckpt.pt"))
 
 
 # --- multiround.py ---------------------------------------------------------------------------------------
@@ -1991,11 +1991,11 @@ def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monke
         (["--out_data_dir", src], f"--out_data_dir {src} is the source --data_dir"),  # would overwrite its own input
         (["--preset", "tinny"], "did you mean 'tiny'"),  # used by the report at the very end: checked first
         (["--checkpoint", tmp_path / "nanogpt.pt"], "nanogpt.pt is not a GPT of this repository"),
-        (["--checkpoint", tmp_path / "nope.pt"], "--checkpoint " + str(tmp_path / "nope.pt") + ": no such file"),
+        (["--checkpoint", tmp_path / "nope.pt"], "--init_from " + str(tmp_path / "nope.pt") + ": no such file"),  # old name
         (["--stats_files", toy_data / "train.bin"], "tokenized with another tokenizer"),
         (["--num_proc", 0], "--num_proc must be positive"),
         (["--device", "gpu"], "--device gpu: not a device"),
-        (["--init_from", tmp_path / "v64.pt"], "does not apply to pruning: give the model to slice as --checkpoint"),
+        (["--init_from", tmp_path / "v64.pt"], f"--init_from {tmp_path / 'v64.pt'}: its vocabulary is 64"),
     ]
     for flags, message in prune_cases:
         monkeypatch.setattr(sys, "argv", ["prune_tokenizer.py", "--data_dir", str(src), "--vocab_size", "400", "--num_proc", "1",
@@ -2148,7 +2148,7 @@ def test_pruned_tiktoken_keeps_its_sources_regex_and_specials(tmp_path):
     data.prepare([str(tmp_path / "docs")], out_dir=str(tmp_path), name="src", tokenizer=str(tmp_path / "digits.tiktoken"),
                  num_proc=1)
     assert (tmp_path / "src" / "tokenizer.tiktoken.json").is_file()  # the regex travelled with the rank file
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     pt.prune(args, tmp_path / "src", 1500, tmp_path / "pruned")
     new = load_tokenizer(tmp_path / "pruned")
     assert new._tt._pat_str == NON_GPT2_PATTERN and new.vocab_size == 1500
