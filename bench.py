@@ -37,7 +37,8 @@ import torch
 import data
 import train
 from patch_train import patch_loss_fn, patch_micro_batch
-from train import UsageError, add_train_args, build_model, check_args, check_seq_len, cli, print0, setup
+from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, check_seq_len, cli, given_flags,
+                   print0, setup)
 
 PARTS = ("token", "patch", "eval", "data", "prepare")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -269,7 +270,7 @@ def table(result):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("benchmark")
     g.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated from {','.join(PARTS)}")
     g.add_argument("--patch_sizes", default="2,4,8", help="the K of the patch-level rows, comma-separated")
@@ -278,10 +279,17 @@ def main():
     g.add_argument("--modes", default="", help="training variants, comma-separated from fp32, bf16, fp32+compile, "
                    "bf16+compile (default: what --dtype/--compile give, plus bf16+compile on CUDA)")
     g.add_argument("--prepare_mb", type=float, default=4.0, help="MB of stdlib text for the data.py preparation rows")
-    g.add_argument("--json", default="out/bench.json", help="write the results here as JSON")
+    g.add_argument("--out_json", default="", help="write the results here as JSON (default: <out_dir>/bench.json)")
+    add_train_args(parser)
+    alias(parser, "--out_json", "--json")
     parser.set_defaults(batch_tokens=8192, eval_tokens=32768)
     args = parser.parse_args()
     ctx = setup(args)
+    # each row runs a fixed --warmup + --steps steps into a temporary folder, evaluating and checkpointing never
+    ignored = given_flags(parser, {"resume", "max_tokens", "max_steps", "eval_every", "log_every", "ckpt_every"})
+    if ignored:
+        raise UsageError(f"{' and '.join(ignored)}: not used by bench.py, which times --warmup + --steps steps per row "
+                         "(use --steps)")
     parts, patch_sizes = check_bench_args(args, ctx)
     meta = data.load_meta(args.data_dir)
     torch.manual_seed(args.seed)
@@ -317,12 +325,12 @@ def main():
     if "data" in parts:
         result["data"] = time_batches(args)
     print0(table(result))
-    if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
-        print0(f"wrote {args.json}")
+    path = args.out_json or os.path.join(args.out_dir, "bench.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print0(f"wrote {path}")
 
 
 if __name__ == "__main__":

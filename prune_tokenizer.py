@@ -44,10 +44,14 @@ def token_counts(paths, vocab_size, chunk_tokens=1 << 22):
     """counts[i] = occurrences of id i in all token files. Streamed over the memmaps chunk by chunk, so a corpus
     larger than memory can be counted; the sum of the chunks' bincounts equals np.bincount of the whole."""
     counts = np.zeros(vocab_size, np.int64)
+    progress = data.Progress("counting tokens", sum(data.file_info(p)["n_tokens"] for p in paths), " tokens")
+    done = 0
     for path in paths:
         tokens = data.read_tokens(path, vocab_size=vocab_size)
         for start in range(0, len(tokens), chunk_tokens):
             counts += np.bincount(tokens[start:start + chunk_tokens], minlength=vocab_size)
+            done += len(tokens[start:start + chunk_tokens])
+            progress.update(done)
     return counts
 
 
@@ -136,8 +140,11 @@ def remap_tokens(tokens, old, new, num_proc=1, label="remap"):
     if len(tokens) and (not len(starts) or starts[0] != 0):
         raise data.DataError(f"{label}: the ids do not start with the document separator {old.eot_id}; not a data.py token file")
     ends = np.append(starts[1:], len(tokens))
-    docs = [old.decode(tokens[a + 1:b]) for a, b in zip(starts, ends)]
-    return data.tokenize(docs, new.name, num_proc, label)
+    progress, docs = data.Progress(f"{label}: decoding", len(starts), " documents"), []
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        docs.append(old.decode(tokens[a + 1:b]))
+        progress.update(k + 1)
+    return data.tokenize(docs, new.name, num_proc, label)  # which shows its own progress
 
 
 def remap_embeddings(model_args, state_dict, kept_ids):

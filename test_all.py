@@ -1654,10 +1654,10 @@ def test_script_prefers_hard_batches_compares_and_resumes_in_the_right_round(toy
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--keep", "0"], "--keep 0.0 must lie in (0, 1]"),
-    (["--keep", "1.5"], "--keep 1.5 must lie in (0, 1]"),
+    (["--keep", "0"], "--keep_fraction 0.0 must lie in (0, 1]"),  # the old name still works
+    (["--keep_fraction", "1.5"], "--keep_fraction 1.5 must lie in (0, 1]"),
     (["--batch_tokens", "524288", "--max_tokens", "524288"], "--batch_tokens 524288 is larger than train.bin"),
-    (["--keep", "2", "--lr", "-1"], "--lr must be positive; --keep 2.0"),
+    (["--keep_fraction", "2", "--lr", "-1"], "--lr must be positive; --keep_fraction 2.0"),
     (["--init_from", "VOCAB"], "has vocabulary 64, but the data"),
 ])
 def test_bad_input_is_one_clear_line_mr(toy, tmp_path, monkeypatch, capsys, flags, message):

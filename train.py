@@ -642,7 +642,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
             fields = record(**fields)
             eta = (time.perf_counter() - t_start) / (step - step_start) * (max_steps - step)
             print0(" | ".join(f"{k} {v:,.0f}" if k in ("tokens", "tok_per_s") else f"{k} {v:.4g}" for k, v in fields.items())
-                   + f" | eta {format_duration(eta)}")
+                   + f" | eta {data.format_duration(eta)}")
             if last:
                 summary = dict(val_loss=fields["val_loss"], val_bpb=fields["val_bpb"], tokens=tokens_seen, steps=step,
                                flops=tokens_seen * flops_per_token, wall_s=elapsed, tok_per_s=tokens_seen / elapsed,
@@ -655,14 +655,6 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                 checkpoint(False)
                 t0 = time.perf_counter()
     raise UsageError(f"nothing to train: the budget is {max_steps} steps")
-
-
-def format_duration(seconds):
-    """3m12s, 1h05m, 45s: for ETAs and progress lines."""
-    seconds = max(0, round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 def val_curve(out_dirs, steps):
