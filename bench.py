@@ -4,7 +4,7 @@ How fast this repository trains on this machine: one command, one table, also wr
   python bench.py                                     # tiny model, built-in corpus, CPU: a few minutes
   python bench.py --parts token,patch --steps 20      # only the training rows, more steps
   python bench.py --preset tiny-gpt2 --parts token    # the GPT-2 flavour (compared with nanoGPT in README.md)
-  python data.py --tokenizer gpt2 --name stdlib-gpt2  # then, on a GPU: GPT-2 small, bf16 and bf16 + compile, MFU
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then, on a GPU: GPT-2 small, bf16 and bf16 + compile, MFU
   python bench.py --data_dir data/stdlib-gpt2 --preset gpt2 --seq_len 1024 --micro_batch 16 --batch_tokens 65536
 
 Side by side, in one process:
