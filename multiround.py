@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 import data
 from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, check_seq_len, cli,
-                   model_from_checkpoint, print0, rank0_decides, setup, train)
+                   model_from_checkpoint, plot_curves, print0, rank0_decides, setup, train, val_curve)
 
 
 # --- the method ---------------------------------------------------------------------------------------------
@@ -182,8 +182,9 @@ def main():
     g.add_argument("--round_lr", type=float, default=0.0, help="peak learning rate of rounds 2.. (0: --lr); each later round "
                    "gets a fresh AdamW and warmup + cosine schedule")
     g.add_argument("--compare", action="store_true", help="also run rounds 2.. from the same round-1 model with uniformly random "
-                   "batches (same count, same budget) in <out_dir>/uniform_round<r>, and print both val losses; the "
-                   "uniform draw uses the same random numbers, so the two selections differ only where the weights matter")
+                   "batches (same count, same budget) in <out_dir>/uniform_round<r>, print both val losses and plot them "
+                   "(compare.png); the uniform draw uses the same random numbers, so the two selections differ only "
+                   "where the weights matter")
     # ~7 minutes on 2 CPU cores (tiny preset, ~2.3k tok/s): round 1 = 60 batches of 8,192 tokens, scoring
     # them (forward only), round 2 on 30; one evaluation at the end of each round
     add_train_args(parser)
@@ -209,7 +210,8 @@ def main():
 
     def run_round(name, model, **kw):
         summary = train(model, args, ctx, out_dir=os.path.join(args.out_dir, name), **kw)
-        rows.append(dict(run=name, tokens=summary["tokens"], val_loss=summary["val_loss"], val_bpb=summary["val_bpb"]))
+        rows.append(dict(run=name, tokens=summary["tokens"], steps=summary["steps"], val_loss=summary["val_loss"],
+                         val_bpb=summary["val_bpb"]))
         return os.path.join(args.out_dir, name, "ckpt.pt")
 
     print0(f"data set: the first {n_batches} batches of {args.batch_tokens:,} tokens of {train_bin}; "
@@ -236,6 +238,20 @@ def main():
                                       lr=args.round_lr or None)
 
     print_table(rows, args)
+    if args.compare and ctx.master:
+        plot_rounds(rows, args)
+
+
+def plot_rounds(rows, args):
+    """--compare: val loss against training FLOPs of the loss-weighted rounds and of the uniform ones, both going
+    on from the same round 1, as OUT_DIR/compare.png."""
+    steps = {row["run"]: row["steps"] for row in rows}
+    chains = {"loss-weighted batches": [f"round{r}" for r in range(1, args.rounds + 1)],
+              "uniform batches": ["round1"] + [f"uniform_round{r}" for r in range(2, args.rounds + 1)]}
+    curves = {label: val_curve([os.path.join(args.out_dir, n) for n in names], [steps[n] for n in names])
+              for label, names in chains.items()}
+    plot_curves(curves, os.path.join(args.out_dir, "compare.png"),
+                f"multiple-round training, {args.rounds} rounds, keep {args.keep_fraction:g}")
 
 
 def print_table(rows, args):

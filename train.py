@@ -90,7 +90,7 @@ def auto(kind, auto_value=-1):
     """argparse type for flags whose derived default is 'auto' (0 is a real value there: no warmup, decay to 0);
     'auto' and the old -1 both give auto_value."""
     def parse(text):
-        return auto_value if text in ("auto", "-1") else kind(text)
+        return kind(auto_value) if text in ("auto", "-1") else kind(text)  # -1.0 for a float flag, -1 for an int
     parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
     return parse
 
