@@ -121,8 +121,7 @@ def add_train_args(parser):
                    "llama-370m, ..., or 'NLdH' (N layers, hidden d, llama; heads of 128 when 128 divides d, else "
                    "d // 64 heads: 6L2048H has 16 heads, 2L96H one)")
     g.add_argument("--block_size", type=int, default=0, help="positions the model covers (0: the preset's)")
-    g.add_argument("--init_from", default="", help="start from this model: a ckpt.pt of this repository or a Hugging Face "
-                   "folder, instead of --preset")
+    g.add_argument("--init_from", default="", help="start from this checkpoint (ckpt.pt of this repo) or Hugging Face folder instead of --preset")
     g.add_argument("--out_dir", default="out", help="checkpoints and log.jsonl go here")
     g = parser.add_argument_group("model shape", "each overrides the --preset's value (0 or unset: the preset's); "
                                   "not with --init_from, whose checkpoint fixes the shape")
@@ -143,8 +142,7 @@ def add_train_args(parser):
                    "(default: the preset's, 10000)")
     g = parser.add_argument_group("batch and budget")
     g.add_argument("--seq_len", type=int, default=256, help="tokens per training row")
-    g.add_argument("--batch_tokens", type=int, default=8192, help="tokens per optimizer step, over all processes; "
-                   "gradient accumulation is derived from it")
+    g.add_argument("--batch_tokens", type=int, default=8192, help="tokens per optimizer step, over all processes; gradient accumulation is derived from it")
     g.add_argument("--micro_batch", type=int, default=16, help="rows per forward pass per process")
     g.add_argument("--max_tokens", type=int, default=1_000_000, help="training budget in tokens")
     g.add_argument("--max_steps", type=int, default=0, help="training budget in optimizer steps (0: from --max_tokens)")
@@ -152,10 +150,8 @@ def add_train_args(parser):
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     g.add_argument("--min_lr", type=auto(float), default="auto", help="final learning rate of the cosine (auto: lr/10)")
     g.add_argument("--warmup_steps", type=auto(int), default="auto", help="linear warmup steps (auto: 5%% of the steps)")
-    g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warmup: cosine decay to "
-                   "min_lr, or constant lr")
-    g.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices and embeddings "
-                   "(not norms, biases)")
+    g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warmup: cosine decay to min_lr, or constant lr")
+    g.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices and embeddings (not norms, biases)")
     g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1")
     g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2")
     g.add_argument("--grad_clip", type=float, default=1.0, help="clip the global gradient norm to this (0: off)")
@@ -168,8 +164,7 @@ def add_train_args(parser):
     g = parser.add_argument_group("system")
     g.add_argument("--seed", type=int, default=1337, help="random seed (model init, sampling)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps")
-    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="autocast dtype (auto: "
-                   "bfloat16 on CUDA, else float32)")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="autocast dtype (auto: bfloat16 on CUDA, else float32)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPU)")
     return parser
 
@@ -332,21 +327,23 @@ def shape_flags_given():
     return [f"--{f}" for f in SHAPE_FLAGS if given(f"--{f}")]
 
 
-def model_config(args, vocab_size, preset=None, fields=None):
-    """GPTConfig of --preset (or of `preset`, or of the config `fields`, e.g. a grown checkpoint's), with --block_size
-    and the model-shape flags on top. Every problem, naming its flag, in one UsageError."""
-    source = f"--preset {preset or args.preset}" if fields is None else "the model"
+def model_config(args, vocab_size, fields=None):
+    """GPTConfig of --preset (or of the config `fields`, e.g. the base gstack grows), with --block_size and the
+    model-shape flags on top. Every problem, naming its flag, in one UsageError."""
+    source = f"--preset {args.preset}" if fields is None else "the model"
     try:
-        shape = dict(fields) if fields is not None else GPTConfig.preset_fields(preset or args.preset)
+        shape = dict(fields) if fields is not None else GPTConfig.preset_fields(args.preset)
     except ValueError as e:
         raise UsageError(f"--preset: {e}") from None
     defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
     shape = {**defaults, **shape, "vocab_size": vocab_size}
-    flags = {f: getattr(args, f, None) for f in SHAPE_FLAGS}
-    problems = [f"--{f} {flags[f]} must not be negative (0: the preset's)" for f in ("n_layer", "n_head", "n_kv_head", "n_embd",
-                                                                          "ffn_hidden") if (flags[f] or 0) < 0]
-    problems += [f"--dropout {flags['dropout']} must lie in [0, 1)"] if flags["dropout"] is not None and not 0 <= flags["dropout"] < 1 else []
-    problems += [f"--rope_theta {flags['rope_theta']} must be positive"] if flags["rope_theta"] is not None and flags["rope_theta"] <= 0 else []
+    flags = {f: getattr(args, f, None) for f in SHAPE_FLAGS}  # absent from hand-made Namespaces: the preset's
+    sizes = ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden")
+    problems = [f"--{f} {flags[f]} must not be negative (0: the preset's)" for f in sizes if (flags[f] or 0) < 0]
+    if flags["dropout"] is not None and not 0 <= flags["dropout"] < 1:
+        problems.append(f"--dropout {flags['dropout']} must lie in [0, 1)")
+    if flags["rope_theta"] is not None and flags["rope_theta"] <= 0:
+        problems.append(f"--rope_theta {flags['rope_theta']} must be positive")
     if problems:
         raise UsageError("; ".join(problems))
     new = {f: v for f, v in flags.items() if v not in (None, 0, False) and f != "untie_embeddings"}
@@ -361,7 +358,7 @@ def model_config(args, vocab_size, preset=None, fields=None):
     def name(f):  # a field as the user set it, or where it came from
         return f"--{f} {shape[f]}" if f in new else f"{f} {shape[f]} ({source})"
     c = shape
-    if all(c[f] > 0 for f in ("n_layer", "n_head", "n_embd")) and c["n_kv_head"] >= 0:
+    if all(c[f] > 0 for f in ("n_layer", "n_head", "n_embd")) and c["n_kv_head"] >= 0:  # else GPTConfig names the size
         kv = c["n_kv_head"] or c["n_head"]
         if c["n_embd"] % c["n_head"]:
             problems.append(f"{name('n_embd')} is not divisible by {name('n_head')}")
@@ -377,7 +374,7 @@ def model_config(args, vocab_size, preset=None, fields=None):
         problems.append(f"{'--untie_embeddings' if flags['untie_embeddings'] else source}: the gpt2 flavour always ties "
                         "the embedding and the head")
     if c["flavour"] == "gpt2" and "rope_theta" in new:
-        problems.append(f"--rope_theta: the gpt2 flavour has learned positions, not rotary ones")
+        problems.append("--rope_theta: the gpt2 flavour has learned positions, not rotary ones")
     if problems:
         raise UsageError("; ".join(problems))
     try:
