@@ -4,7 +4,7 @@ How fast this repository trains on this machine: one command, one table, also wr
   python bench.py                                     # tiny model, built-in corpus, CPU: a few minutes
   python bench.py --parts token,patch --steps 20      # only the training rows, more steps
   python bench.py --preset tiny-gpt2 --parts token    # the GPT-2 flavour (compared with nanoGPT in README.md)
-  python data.py --tokenizer gpt2 --name stdlib-gpt2  # then, on a GPU: GPT-2 small, bf16 and bf16 + compile, MFU
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then, on a GPU: GPT-2 small, bf16 and bf16 + compile, MFU
   python bench.py --data_dir data/stdlib-gpt2 --preset gpt2 --seq_len 1024 --micro_batch 16 --batch_tokens 65536
 
 Side by side, in one process:
@@ -38,7 +38,8 @@ import torch
 import data
 import train
 from patch_train import patch_loss_fn, patch_micro_batch
-from train import UsageError, add_train_args, build_model, check_args, check_seq_len, cli, print0, setup
+from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, check_seq_len, cli, given_flags,
+                   print0, setup)
 
 PARTS = ("token", "patch", "eval", "data", "prepare")  # the default; "memory" is asked for by name (heavy)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -395,7 +396,7 @@ def table(result):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("benchmark")
     g.add_argument("--parts", default=",".join(PARTS), help=f"what to measure, comma-separated from {','.join(PARTS)}")
     g.add_argument("--patch_sizes", default="2,4,8", help="the K of the patch-level rows, comma-separated")
@@ -404,15 +405,22 @@ def main():
     g.add_argument("--modes", default="", help="training variants, comma-separated from fp32, bf16, fp32+compile, "
                    "bf16+compile (default: what --dtype/--compile give, plus bf16+compile on CUDA)")
     g.add_argument("--prepare_mb", type=float, default=4.0, help="MB of stdlib text for the data.py preparation rows")
-    g.add_argument("--json", default="out/bench.json", help="write the results here as JSON")
+    g.add_argument("--out_json", default="", help="write the results here as JSON (default: <out_dir>/bench.json)")
     g.add_argument("--memory_preset", default="tinyllama-1.1b", help="--parts memory: the model built under --fsdp "
                    "and loaded by from_hf")
     g.add_argument("--memory_state_preset", default="llama-370m", help="--parts memory: the model whose training "
                    "state is compared, DDP vs --fsdp (each DDP process holds 16 bytes per parameter)")
     g.add_argument("--memory_text_gb", type=float, default=2.0, help="--parts memory: GB of text data.py prepares")
+    add_train_args(parser)
+    alias(parser, "--out_json", "--json")
     parser.set_defaults(batch_tokens=8192, eval_tokens=32768)
     args = parser.parse_args()
     ctx = setup(args)
+    # each row runs a fixed --warmup + --steps steps into a temporary folder, evaluating and checkpointing never
+    ignored = given_flags(parser, {"resume", "max_tokens", "max_steps", "eval_every", "log_every", "ckpt_every"})
+    if ignored:
+        raise UsageError(f"{' and '.join(ignored)}: not used by bench.py, which times --warmup + --steps steps per row "
+                         "(use --steps)")
     parts, patch_sizes = check_bench_args(args, ctx)
     meta = data.load_meta(args.data_dir)
     torch.manual_seed(args.seed)
@@ -452,12 +460,12 @@ def main():
         print0("measuring memory (processes of their own) ...")
         result["memory"] = memory_rows(args)
         print0(memory_table(result["memory"]))
-    if args.json:
-        os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(args.json + ".tmp", args.json)
-        print0(f"wrote {args.json}")
+    path = args.out_json or os.path.join(args.out_dir, "bench.json")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2)
+    os.replace(path + ".tmp", path)
+    print0(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -343,7 +343,9 @@ def index_documents(files, text_field="text"):
     .jsonl line is one document (its text_field); a .txt file is one document, or several separated by
     '<|endoftext|>'; any other file is one."""
     refs, n_empty, skipped = [], 0, 0
+    progress = Progress("reading the input", len(files), " files")
     for k, f in enumerate(files):
+        progress.update(k + 1)
         raw = Path(f).read_bytes()
         try:
             text = raw.decode("utf-8")
@@ -414,6 +416,34 @@ def source_documents(source, max_docs=None):
 
 
 # -----------------------------------------------------------------------------
+def format_duration(seconds):
+    """3m12s, 1h05m, 45s: for ETAs and progress lines."""
+    seconds = max(0, round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    """Progress of long work outside the training loop: 'label: done/total unit (share), elapsed, eta', on rank 0,
+    at most one line every `every` seconds (so logs stay short) and, after a long job, once at the end."""
+
+    def __init__(self, label, total, unit="", every=10.0):
+        self.label, self.total, self.unit, self.every = label, total, unit, every
+        self.t0 = self.shown = time.perf_counter()
+        self.quiet = int(os.environ.get("RANK", 0)) != 0
+
+    def update(self, done):
+        now = time.perf_counter()
+        # the closing line only after a long job: short ones stay silent
+        if self.quiet or not (now - self.shown >= self.every or (done >= self.total and now - self.t0 >= self.every)):
+            return
+        self.shown, elapsed = now, now - self.t0
+        eta = elapsed / done * (self.total - done) if done else 0.0
+        print(f"{self.label}: {done:,}/{self.total:,}{self.unit} ({done / max(1, self.total):.0%}), "
+              f"{format_duration(elapsed)}, eta {format_duration(eta)}", flush=True)
+
+
 # prepare: documents -> train/val split -> tokenizer -> token files
 
 _worker_tokenizer = None  # set in each tokenizing process
@@ -521,6 +551,8 @@ def prepare(inputs=None, out_dir="data", name=None, tokenizer=None, vocab_size=8
     (data_dir / "meta.json").unlink(missing_ok=True)  # written last: its presence says the rest is complete
     t_tok, spec = time.time(), tokenizer
     if tokenizer is None:  # a fresh BPE, learned from the train split only
+        print(f"{name}: training a {vocab_size}-piece BPE on {len(splits['train'])} train documents (one process) ...",
+              flush=True)
         spec = "tokenizer.model"
         (data_dir / spec).write_bytes(train_sentencepiece(splits["train"], vocab_size))
     elif tokenizer.endswith((".model", ".tiktoken")):  # copied in, so that the data folder stands alone
@@ -781,27 +813,50 @@ def eval_windows(tokens, micro_rows, seq_len, max_tokens, rank=0, world=1):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from train import HelpFormatter, given  # here, not at the top: train.py imports this module
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("--input", dest="inputs", nargs="+", metavar="PATH",
                         help="files, folders (recursive) or globs: .txt (split at <|endoftext|>), .jsonl, other text; "
                              "default: the .py files of Python's standard library")
-    parser.add_argument("--source", choices=["shakespeare", *SOURCES], help="download a known data set instead")
+    parser.add_argument("--source", choices=["shakespeare", *SOURCES], help="download a known data set instead "
+                        "(default: none)")
     parser.add_argument("--text_field", default="text", help="the JSON field that holds the text in .jsonl files")
-    parser.add_argument("--max_docs", type=int, help="take at most this many documents from --source")
+    parser.add_argument("--max_docs", type=int, help="take at most this many documents from --source (default: all, "
+                        "or the source's own cap)")
     parser.add_argument("--tokenizer", help="gpt2 (or another tiktoken name), a .tiktoken or a sentencepiece .model "
                                             "file; default: train a sentencepiece BPE on the train split")
     parser.add_argument("--vocab_size", type=int, default=8192, help="pieces of the trained tokenizer")
     parser.add_argument("--val_fraction", type=float, default=0.05, help="share of documents held out for validation")
     parser.add_argument("--num_proc", type=int, help="tokenizing processes (default: every CPU core)")
-    parser.add_argument("--out_dir", default="data", help="the data set goes into OUT_DIR/NAME/")
-    parser.add_argument("--name", help="data set name (default: the source, the first input's name, or stdlib)")
+    parser.add_argument("--out_data_dir", help="the data folder to write; its last part names the data set "
+                        "(default: data/<the source, the first input's name, or stdlib>)")
+    parser.add_argument("--out_dir", help="old form of --out_data_dir: the data set goes into OUT_DIR/NAME/ "
+                        "(default: data)")
+    parser.add_argument("--name", help="old form of --out_data_dir: the data set's name (default: the source, the "
+                        "first input's name, or stdlib)")
     parser.add_argument("--seed", type=int, default=1337, help="seed of the train/val split by document")
     parser.add_argument("--from_raw", nargs=2, metavar=("TRAIN", "VAL"), help="instead: convert two raw headerless id "
-                        "files (nanoGPT's train.bin val.bin) into OUT_DIR/NAME/; needs --vocab_size, --tokenizer optional")
+                        "files (nanoGPT's train.bin val.bin) into the data folder; needs --vocab_size, --tokenizer "
+                        "optional")
     parser.add_argument("--raw_dtype", default="uint16", help="--from_raw: the ids' type, uint16 (nanoGPT) or uint32")
     args = vars(parser.parse_args())
-    raw, raw_dtype = args.pop("from_raw"), args.pop("raw_dtype")
+    raw, raw_dtype, out_data_dir = args.pop("from_raw"), args.pop("raw_dtype"), args.pop("out_data_dir")
+    # flags that would be ignored, and two spellings of one folder: one line each, as for every other mistake
+    ignored = [f for f, unused in (("--max_docs", not args["source"]), ("--text_field", not args["inputs"]),
+                                   ("--raw_dtype", not raw)) if unused and given(f)]
+    if ignored:
+        why = {"--max_docs": "without --source", "--text_field": "without --input", "--raw_dtype": "without --from_raw"}
+        problem = "; ".join(f"{f} does not apply {why[f]}" for f in ignored)
+    elif out_data_dir and (args["out_dir"] or args["name"]):
+        problem = "give --out_data_dir, or the old --out_dir and --name, not both"
+    else:
+        problem = None
+    if out_data_dir:
+        args["out_dir"], args["name"] = os.path.dirname(out_data_dir.rstrip("/")) or ".", os.path.basename(out_data_dir.rstrip("/"))
+    args["out_dir"] = args["out_dir"] or "data"
     try:
+        if problem:
+            raise DataError(problem)
         if raw:
             return from_raw(*raw, args["vocab_size"], args["out_dir"], args["name"], args["tokenizer"], raw_dtype)
         prepare(**args)

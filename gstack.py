@@ -5,7 +5,7 @@ d tokens, grow it into the target with a growth operator, then train the target 
   python data.py && python gstack.py                 # 2-layer base -> G_stack x4 -> 8-layer target, CPU
   python gstack.py --compare                         # also the target from scratch with the same FLOPs: speedup
   python gstack.py --operator zero                   # or random / learn; --width_factor 2 grows width too (split)
-  python gstack.py --grow_from out_gstack/base/ckpt.pt --out_dir out_grown   # grow a checkpoint, save it
+  python gstack.py --init_from out_gstack/base/ckpt.pt --out_dir out_grown   # grow a checkpoint, save it
   python gstack.py --config stacking_6L_24L.json     # the official repo's config keys
   torchrun --nproc_per_node=2 gstack.py --resume     # continues inside whichever phase was interrupted
 
@@ -27,8 +27,9 @@ import torch.nn as nn
 
 import data
 from model import GPT, GPTConfig
-from train import (UsageError, add_train_args, check_args, cli, evaluate, load_checkpoint, model_from_checkpoint, plot_curves,
-                   fresh_model, print0, save_checkpoint, setup, tokenizer_problem, train, val_curve, whole)
+from train import (HelpFormatter, UsageError, add_train_args, alias, check_args, cli, evaluate, fresh_model,
+                   load_checkpoint, model_config, model_from_checkpoint, plot_curves, print0, save_checkpoint,
+                   set_help, setup, tokenizer_problem, train, val_curve, whole)
 
 DEFAULT_TARGET, DEFAULT_TARGET_SHAPE = "tiny", dict(n_layer=8)  # 8 x 256 wide: 2-layer base at g = 4
 
@@ -231,7 +232,7 @@ def read_config(args):
             raise UsageError(f"--config {args.config}: {key} must be a string, not {json.dumps(cfg[key])}")
     args.base_preset = cfg.get("src_config_name", args.base_preset)
     args.preset = cfg.get("trg_config_name", args.preset)
-    args.grow_from = cfg.get("src_init_path", args.grow_from)
+    args.init_from = cfg.get("src_init_path", args.init_from)
     args.stacking_list = ",".join(map(str, cfg["stacking_list"])) if "stacking_list" in cfg else args.stacking_list
 
 
@@ -245,12 +246,10 @@ def check_flags(args, ctx):
         problems.append(f"--growth_fraction {args.growth_fraction} must be in (0, 1)")
     problems += [f"--{flag} {getattr(args, flag)} must be positive" for flag in ("learn_steps", "learn_lr", "growth_factor")
                  if getattr(args, flag) <= 0]
-    if args.grow_from and (args.compare or args.operator == "learn"):
-        problems.append("--compare and --operator learn need the whole pipeline (they train on data), not --grow_from")
-    if args.init_from:  # the shared flag would otherwise be ignored without a word
-        problems.append("--init_from does not apply: the base starts from --base_preset; grow a trained model with --grow_from")
+    if args.init_from and (args.compare or args.operator == "learn"):
+        problems.append("--compare and --operator learn need the whole pipeline (they train on data), not --init_from")
     try:
-        if not args.grow_from or args.max_tokens:
+        if not args.init_from or args.max_tokens:
             check_args(args, ctx)
     except UsageError as e:
         problems.append(str(e))
@@ -267,12 +266,20 @@ def plan(args, vocab_size, base=None):
             return GPTConfig.from_preset(name, vocab_size=vocab_size, **shape, **({"block_size": args.block_size} if args.block_size else {}))
         except ValueError as e:
             problems.append(f"--{flag}: {e}")
+
+    def target(fields=None):  # --preset (or the default, or the grown base's shape) with the shape flags on top
+        if fields is None and not args.preset:
+            fields = {**GPTConfig.preset_fields(DEFAULT_TARGET), **DEFAULT_TARGET_SHAPE}
+        try:
+            return model_config(args, vocab_size, fields=fields)
+        except UsageError as e:
+            problems.append(str(e))
     if base is not None:
         src = base.config
-        problems += [p for p in [args.max_tokens and tokenizer_problem(base, f"--grow_from {args.grow_from}", args.data_dir)] if p]
-        trg = preset("preset", args.preset) if args.preset else replace(src, n_layer=src.n_layer * g)
+        problems += [p for p in [args.max_tokens and tokenizer_problem(base, f"--init_from {args.init_from}", args.data_dir)] if p]
+        trg = target() if args.preset else target({**asdict(src), "n_layer": src.n_layer * g})
     else:
-        trg, w = preset("preset", args.preset or DEFAULT_TARGET, **({} if args.preset else DEFAULT_TARGET_SHAPE)), args.width_factor
+        trg, w = target(), args.width_factor
         if trg and not args.base_preset and trg.n_layer % g and args.stacking_list in ("repeat", "interleave"):
             problems.append(f"--growth_factor {g} does not divide the target depth {trg.n_layer} (use a divisor or --stacking_list)")
         if trg and not args.base_preset and (trg.n_kv_head % w or trg.ffn_hidden % w):
@@ -283,7 +290,7 @@ def plan(args, vocab_size, base=None):
             ffn_hidden=trg.ffn_hidden // w)
     if not (src and trg):
         raise UsageError("; ".join(problems))
-    if args.seq_len > trg.block_size and (args.max_tokens or not args.grow_from):  # only a run that trains reads windows
+    if args.seq_len > trg.block_size and (args.max_tokens or not args.init_from):  # only a run that trains reads windows
         problems.append(f"--seq_len {args.seq_len} exceeds the block_size {trg.block_size} (raise --block_size)")
     problems += [f"base and target differ in {f} ({getattr(src, f)} vs {getattr(trg, f)}); growth keeps it"
                  for f in ("flavour", "vocab_size", "block_size", "tie_embeddings") if getattr(src, f) != getattr(trg, f)]
@@ -327,17 +334,17 @@ def base_tokens(args, n_params, budget_tokens):
 
 
 def grow_checkpoint(args, ctx, base, src, trg, stacking):
-    """--grow_from: grow a checkpoint, save OUT_DIR/grown.pt (train.py --init_from reads it) and, with a token
+    """--init_from: grow a checkpoint, save OUT_DIR/grown.pt (train.py --init_from reads it) and, with a token
     budget, train it (new AdamW, warmup + cosine) on the data after the checkpoint's position (from ckpt.pt: its JSON may lag)."""
     widened = grow_width(base, trg.n_embd, trg.ffn_hidden, args.width_operator, args.seed)  # a copy if widths match
     grown = grow_depth(widened, stacking, args.operator, args.seed)
     if ctx.master:
         save_checkpoint(os.path.join(args.out_dir, "grown.pt"), {"model_args": grown.model_args(), "model": grown.state_dict(),
-                        "grown_from": args.grow_from, "operator": args.operator, "stacking_list": stacking})
-    print0(f"grew {args.grow_from} ({src.n_layer}L{src.n_embd}) with {args.operator}, layers {stacking} -> "
+                        "grown_from": args.init_from, "operator": args.operator, "stacking_list": stacking})
+    print0(f"grew {args.init_from} ({src.n_layer}L{src.n_embd}) with {args.operator}, layers {stacking} -> "
            f"{os.path.join(args.out_dir, 'grown.pt')} ({trg.n_layer}L{trg.n_embd}, {grown.num_params():,} parameters)")
     if args.max_tokens:
-        position = load_checkpoint(args.grow_from, "--grow_from").get("data", {}).get("position", 0) if os.path.isfile(args.grow_from) else 0
+        position = load_checkpoint(args.init_from, "--init_from").get("data", {}).get("position", 0) if os.path.isfile(args.init_from) else 0
         print0(f"== grown: {args.max_tokens:,} tokens from token {position:,} on")
         train(grown, args, ctx, out_dir=os.path.join(args.out_dir, "grown"), max_tokens=args.max_tokens, data_position=position)
 
@@ -418,8 +425,9 @@ def compare(args, ctx, runs, trg):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
-    g = parser.add_argument_group(f"model growth (--preset is the TARGET shape; default {DEFAULT_TARGET} with {DEFAULT_TARGET_SHAPE})")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = parser.add_argument_group("model growth", "--preset and the shape flags give the TARGET shape; --init_from is "
+                                  "a trained base to grow instead of training one")
     g.add_argument("--operator", choices=["stack", "zero", "random", "learn"], default="stack", help="depth operator: stack "
                    "(G_stack), zero (new layers are identities), random (new layers fresh), learn (LiGO, from the stacking map)")
     g.add_argument("--width_operator", choices=["split", "zero", "random"], default="split",
@@ -435,19 +443,23 @@ def main():
     g.add_argument("--base_lr", type=float, default=0, help="base peak LR, constant after warmup (0: --lr)")
     g.add_argument("--learn_steps", type=int, default=8, help="G_learn: steps on the coefficients (official: 100 of 2M tokens)")
     g.add_argument("--learn_lr", type=float, default=7e-5, help="G_learn: LR of the coefficients (official: 7e-5)")
-    g.add_argument("--grow_from", default="", help="grow this checkpoint instead of training a base, save OUT_DIR/grown.pt, "
-                                                   "then train it for --max_tokens (0: just save)")
     g.add_argument("--config", default="", help="JSON of the official repo: src_config_name, trg_config_name, src_init_path, "
-                                                "stacking_list (set --base_preset, --preset, --grow_from, --stacking_list)")
+                                                "stacking_list (set --base_preset, --preset, --init_from, --stacking_list)")
     g.add_argument("--compare", action="store_true", help="also train the target from scratch with the same total FLOPs: "
                                                          "table, speedup, compare.png")
+    add_train_args(parser)
+    alias(parser, "--init_from", "--grow_from")
+    set_help(parser, init_from="grow this checkpoint (or Hugging Face folder) instead of training a base, save "
+             "OUT_DIR/grown.pt, then train it for --max_tokens (0: just save)",
+             preset=f"TARGET shape: a preset name or NLdH (default: {DEFAULT_TARGET} with n_layer "
+             f"{DEFAULT_TARGET_SHAPE['n_layer']}; with --init_from, the base's shape with g times its layers)")
     parser.set_defaults(preset=None, out_dir="out_gstack", max_tokens=640_000, eval_every=8)  # ~8 evals per phase: a val curve
     args = parser.parse_args()
     if args.config:
         read_config(args)
     ctx = setup(args)
     check_flags(args, ctx)
-    base = model_from_checkpoint(args.grow_from, "--grow_from") if args.grow_from else None
+    base = model_from_checkpoint(args.init_from, "--init_from") if args.init_from else None
     shapes = plan(args, data.load_meta(args.data_dir)["vocab_size"] if args.max_tokens or not base else base.config.vocab_size, base)
     print0(json.dumps(vars(args)))
     if base:

@@ -4,9 +4,9 @@ Inheritune (Sanyal et al. 2024, arXiv 2404.08634) and PanGu-pi-Pro-style paramet
 channels) of a bigger reference model, then train it.
 
   python data.py && python inheritune.py       # trains an 8-layer reference, then the v2 search (~10 min, 2 CPU cores)
-  python inheritune.py --reference out_inheritune/reference/ckpt.pt --mode v1 --n_layer 4 --out_dir out_v1
-  python data.py --tokenizer gpt2 --name stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama folder as the reference:
-  python inheritune.py --reference path/to/hf-gpt2 --data_dir data/stdlib-gpt2
+  python inheritune.py --init_from out_inheritune/reference/ckpt.pt --mode v1 --inherit_layers 4 --out_dir out_v1
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama reference:
+  python inheritune.py --init_from path/to/hf-gpt2 --data_dir data/stdlib-gpt2
   python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
   torchrun --nproc_per_node=2 inheritune.py --resume
 
@@ -14,7 +14,7 @@ v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k
 loss after T tokens, inherit n = k/2 layers, train T tokens (fresh optimizer, full schedule) and evaluate;
 while worse than the reference, n += 2 and inherit again from the reference; stop at a match or at n = k.
 Then a random-init model of the final shape is trained the same way (and for 2T with --compare).
-v1 (the paper's low-data recipe): inherit --n_layer layers, train --epochs epochs over the first
+v1 (the paper's low-data recipe): inherit --inherit_layers layers, train --epochs epochs over the first
 --subset_tokens tokens of train.bin (the paper: 13 of OpenLLaMA-3B's 26 layers, 8 epochs over 1B tokens).
 
 Inherited: the chosen blocks (with their norms), the token embedding, learned positions (GPT-2), final
@@ -32,8 +32,9 @@ import torch.distributed as dist
 
 import data
 from model import GPT
-from train import (UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup,
-                   token_loss, tokenizer_problem, train, whole)
+from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, cli, evaluate, given,
+                   model_from_checkpoint, print0, set_help, setup, shape_flags_given, token_loss, tokenizer_problem,
+                   train, whole)
 
 LAYER_CHOICES = ("first", "last", "even", "ends")
 
@@ -189,15 +190,15 @@ def parse_layers(spec):
 def check_reference(args, reference, how):
     """Every problem that needs the reference's shape, in one line, before any training."""
     cfg, k, problems = reference.config, reference.config.n_layer, []
-    name = f"--reference {args.reference}" if args.reference else f"--preset {args.preset}"
+    name = f"--init_from {args.init_from}" if args.init_from else f"--preset {args.preset}"
     problems += [p for p in [tokenizer_problem(reference, name, args.data_dir)] if p]
-    if args.n_layer > k:
-        problems.append(f"--n_layer {args.n_layer} exceeds the reference depth {k}")
+    if args.inherit_layers > k:
+        problems.append(f"--inherit_layers {args.inherit_layers} exceeds the reference depth {k}")
     if isinstance(how, list):
         if args.mode == "v2":
             problems.append("--layers: v2 grows the depth, so it needs a choice (first, last, even, ends), not a list")
-        elif args.n_layer and args.n_layer != len(how):
-            problems.append(f"--n_layer {args.n_layer} disagrees with the {len(how)} layers of --layers {args.layers}")
+        elif args.inherit_layers and args.inherit_layers != len(how):
+            problems.append(f"--inherit_layers {args.inherit_layers} disagrees with the {len(how)} layers of --layers {args.layers}")
         elif layer_problem(how, k):
             problems.append(f"--layers {args.layers}: {layer_problem(how, k)}")
     per_group = cfg.n_head // cfg.n_kv_head
@@ -213,28 +214,33 @@ def check_reference(args, reference, how):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("inheritune")
-    g.add_argument("--reference", default="", help="model to inherit from: a ckpt.pt of this repository or a local Hugging Face GPT-2/Llama folder")
-    g.add_argument("--train_reference", action="store_true", help="first train a reference of --preset for --max_tokens in <out_dir>/reference "
-                   "(implied when --reference is not given; --resume reuses it)")
-    g.add_argument("--mode", choices=["v2", "v1"], default="v2", help="v2: grow the inherited depth by --grow until the reference's val loss "
-                   "is matched; v1: inherit --n_layer layers and train --epochs over --subset_tokens")
-    g.add_argument("--n_layer", type=int, default=0, help="v1: layers to inherit; v2: depth the search starts at (0: half the reference's)")
+    g.add_argument("--train_reference", action="store_true", help="first train a reference of --preset for --max_tokens in "
+                   "<out_dir>/reference (implied when --init_from is not given; --resume reuses it)")
+    g.add_argument("--mode", choices=["v2", "v1"], default="v2", help="v2: grow the inherited depth by --grow until the "
+                   "reference's val loss is matched; v1: inherit --inherit_layers layers and train --epochs over --subset_tokens")
+    g.add_argument("--inherit_layers", type=int, default=0, help="v1: layers to inherit; v2: depth the search starts at "
+                   "(0: half the reference's)")
     g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
     g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
                    "(ends = PanGu-pi Pro: keep both ends, drop the middle), or v1 only an explicit list like 0,1,7")
-    g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py shuffles "
-                   "documents, so a random sample, like the paper's 0.1%% subset)")
+    g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py "
+                   "shuffles documents, so a random sample, like the paper's 0.1%% subset)")
     g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
-    g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv groups (0: all); "
-                   "the hidden size becomes keep_heads x head_dim")
+    g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv "
+                   "groups (0: all); the hidden size becomes keep_heads x head_dim")
     g.add_argument("--keep_ffn", type=int, default=0, help="width reduction: FFN channels to keep per layer (0: all)")
     g.add_argument("--width_score", choices=["norm", "taylor"], default="norm", help="importance of heads and channels: "
                    "L2 norm of their weights, or first-order Taylor |sum w*dL/dw| on --score_batches batches")
     g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor")
-    g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
-                   "baseline); v1: also train a random-init model of the student's shape on the same subset")
+    g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's "
+                   "second baseline); v1: also train a random-init model of the student's shape on the same subset")
+    add_train_args(parser)
+    alias(parser, "--init_from", "--reference")
+    set_help(parser, init_from="the reference to inherit from: a ckpt.pt of this repository or a local Hugging Face "
+             "GPT-2/Llama folder (default: train one, see --train_reference)",
+             preset="shape of the reference that --train_reference trains (the shape flags below override it)")
     # an 8-layer reference (width 128, one head, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for
     # ~10 minutes on 2 CPU cores, with small batches (more steps per token); a quarter of val.bin per evaluation,
     # since the search compares losses a few hundredths apart
@@ -248,17 +254,22 @@ def main():
     check_args(args, ctx)
     how = parse_layers(args.layers)
     problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs") if getattr(args, flag) <= 0]
-    problems += [f"--{flag} must not be negative" for flag in ("n_layer", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
-    if args.init_from:
-        problems.append("--init_from: give the model to inherit from as --reference")
-    if args.reference and args.train_reference:
-        problems.append("give --reference (inherit from it) or --train_reference (train one first), not both")
-    if args.reference and not os.path.exists(args.reference):
-        problems.append(f"--reference {args.reference}: no such checkpoint file or Hugging Face folder")
-    elif os.path.isdir(args.reference or ".") and args.reference and not os.path.isfile(os.path.join(args.reference, "config.json")):
-        problems.append(f"--reference {args.reference}: a folder must be a Hugging Face checkpoint with config.json")
+    problems += [f"--{flag} must not be negative" for flag in ("inherit_layers", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
+    ignored = [f for f in ("--preset", "--block_size") if given(f)] + shape_flags_given()
+    if args.init_from and ignored:  # the reference's checkpoint fixes its shape
+        problems.append(f"--init_from {args.init_from} sets the model's shape: leave out {' and '.join(ignored)}"
+                        + (" (layers to inherit: --inherit_layers)" if "--n_layer" in ignored else ""))
+    if args.init_from and args.train_reference:
+        problems.append("give --init_from (inherit from it) or --train_reference (train one first), not both")
+    if args.init_from and not os.path.exists(args.init_from):
+        problems.append(f"--init_from {args.init_from}: no such checkpoint file or Hugging Face folder")
+    elif os.path.isdir(args.init_from or ".") and args.init_from and not os.path.isfile(os.path.join(args.init_from, "config.json")):
+        problems.append(f"--init_from {args.init_from}: a folder must be a Hugging Face checkpoint with config.json")
     if problems:
         raise UsageError("; ".join(problems))
+    if given("--n_layer"):  # before the rename, --n_layer here meant the layers to inherit
+        print0(f"note: --n_layer {args.n_layer} is the depth of the reference trained here; the layers to inherit are "
+               "--inherit_layers")
     meta = data.load_meta(args.data_dir)
     train_bin = os.path.join(args.data_dir, "train.bin")
     n_train = data.file_info(train_bin)["n_tokens"]
@@ -266,7 +277,7 @@ def main():
     if args.mode == "v1" and not args.batch_tokens < args.subset_tokens <= n_train:
         raise UsageError(f"--subset_tokens {args.subset_tokens} must exceed --batch_tokens {args.batch_tokens} (one step "
                          f"reads batch_tokens + 1) and be at most the {n_train} tokens of {train_bin}")
-    reference = (model_from_checkpoint(args.reference, "--reference") if args.reference
+    reference = (model_from_checkpoint(args.init_from, "--init_from") if args.init_from
                  else build_model(args, meta["vocab_size"]))
     check_reference(args, reference, how)
     k = reference.config.n_layer
@@ -279,7 +290,7 @@ def main():
                          tokens=summary["tokens"], val_loss=summary["val_loss"], val_bpb=summary["val_bpb"]))
         return summary["val_loss"]
 
-    if args.reference:
+    if args.init_from:
         reference.to(ctx.device)
         ev = evaluate(reference, args, ctx)
         rows.append(dict(run="reference", n_layer=k, n_embd=reference.config.n_embd, params=reference.num_params(),
@@ -309,7 +320,7 @@ def main():
         def trial(student, n):
             shapes[n] = student.config
             return run(f"inherit_n{n}" + ("" if how == "first" else f"_{how}"), student)
-        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how, shrink=shrink)
+        history = inheritune_v2(reference, reference_loss, trial, start=args.inherit_layers or None, step=args.grow, how=how, shrink=shrink)
         final_n = history[-1][0]
         matched = history[-1][1] <= reference_loss
         torch.manual_seed(args.seed)  # the same init on every rank
@@ -318,7 +329,7 @@ def main():
             torch.manual_seed(args.seed)
             run(f"random_n{final_n}_2T", GPT(shapes[final_n]), max_tokens=2 * args.max_tokens)
     else:
-        layers = how if isinstance(how, list) else choose_layers(k, args.n_layer or k // 2, how)
+        layers = how if isinstance(how, list) else choose_layers(k, args.inherit_layers or k // 2, how)
         student = shrink(inherit_layers(reference, layers))
         subset = os.path.join(args.out_dir, "subset.bin")
         if ctx.master:  # the first subset_tokens of train.bin as a file of its own, so train() reads it epoch after epoch

@@ -66,22 +66,27 @@ class GPTConfig:
     def head_dim(self):
         return self.n_embd // self.n_head
 
-    @classmethod
-    def from_preset(cls, name, **overrides):
-        """A named shape (see PRESETS) or 'NLdH' (N layers, hidden d, LLaMA flavour, head dim 128 or 64)."""
+    @staticmethod
+    def preset_fields(name):
+        """The fields a named shape (see PRESETS) sets, or those of 'NLdH': N layers, hidden size d, LLaMA flavour,
+        n_head = d / 128 when 128 divides d, else max(1, d // 64); so 6L2048H has 16 heads of 128, 2L192H 3 heads
+        of 64 and 2L96H one head of 96 (d must divide by n_head: 2L200H, 3 heads, is refused)."""
         m = re.fullmatch(r"(\d+)L(\d+)H", name)
         if m:
             n_layer, n_embd = int(m[1]), int(m[2])
             head_dim = 128 if n_embd % 128 == 0 else 64
-            shape = dict(flavour="llama", n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // head_dim))
-        elif name in PRESETS:
-            shape = PRESETS[name]
-        else:
-            import difflib
-            near = difflib.get_close_matches(name, list(PRESETS), n=1)
-            hint = f"did you mean {near[0]!r}? " if near else ""
-            raise ValueError(f"unknown preset {name!r}: {hint}choose one of {', '.join(PRESETS)} or 'NLdH' like 6L2048H")
-        return cls(**{**shape, **overrides})
+            return dict(flavour="llama", n_layer=n_layer, n_embd=n_embd, n_head=max(1, n_embd // head_dim))
+        if name in PRESETS:
+            return dict(PRESETS[name])
+        import difflib
+        near = difflib.get_close_matches(name, list(PRESETS), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise ValueError(f"unknown preset {name!r}: {hint}choose one of {', '.join(PRESETS)} or 'NLdH' like 6L2048H")
+
+    @classmethod
+    def from_preset(cls, name, **overrides):
+        """A named shape or 'NLdH' (preset_fields), with fields overridden."""
+        return cls(**{**cls.preset_fields(name), **overrides})
 
 
 PRESETS = {

@@ -6,12 +6,12 @@ and train the next round on the kept (mostly hard) batches, starting from the pr
 
   python data.py && python multiround.py          # round 1 + one hard-batch round, tiny model (~10 min CPU)
   python multiround.py --compare                  # also the same rounds with uniformly random batches
-  python multiround.py --rounds 3 --keep 0.5 --temperature 1.0
+  python multiround.py --rounds 3 --keep_fraction 0.5 --temperature 1.0
   torchrun --nproc_per_node=2 multiround.py --resume
 
 Round 1 makes one pass over the data set: the first --max_tokens tokens of train.bin, cut into N batches
 of --batch_tokens (one optimizer step each, as in the paper: 2M-token batches, N = 75k). Every later
-round r scores the same N batches with round r-1's final model, keeps round(--keep * N) of them (the
+round r scores the same N batches with round r-1's final model, keeps round(--keep_fraction * N) of them (the
 paper's N0 = 50%), writes them in shuffled order to <out_dir>/round<r>/selected.bin (+ selected.json: the
 batch ids, their losses and probabilities) and trains one pass over them with a fresh optimizer and
 learning-rate schedule. Each round has its own subfolder, so --resume continues in the right one.
@@ -31,8 +31,8 @@ import torch
 import torch.distributed as dist
 
 import data
-from train import (UsageError, add_train_args, build_model, check_args, check_seq_len, cli, model_from_checkpoint,
-                   print0, rank0_decides, setup, train)
+from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, check_seq_len, cli,
+                   model_from_checkpoint, plot_curves, print0, rank0_decides, setup, train, val_curve)
 
 
 # --- the method ---------------------------------------------------------------------------------------------
@@ -74,13 +74,16 @@ def score_batches(model, tokens, n_batches, batch_rows, seq_len, micro_rows=8, d
     was_training = model.training
     model.eval()
     scores = torch.zeros(n_batches, dtype=torch.float64, device=device)
+    progress = data.Progress("scoring", n_batches, " batches")
     for i in range(rank, n_batches, world):
+        progress.update(i)  # rank 0's count stands for all: the ranks score at the same pace
         windows = batch_windows(tokens, i, batch_rows, seq_len).to(device)
         total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per chunk
         for chunk in windows.split(micro_rows):  # micro-batches bound the memory; weights keep it a plain mean
             with autocast():
                 total += model(chunk[:, :-1], chunk[:, 1:])[1].double() * len(chunk)
         scores[i] = total / batch_rows
+    progress.update(n_batches)
     if world > 1:
         dist.all_reduce(scores)  # each slot was filled by exactly one rank; the others hold 0
     model.train(was_training)
@@ -119,8 +122,8 @@ def check_multiround_args(args, ctx, n_train):
         problems = []
     except UsageError as e:
         problems = [str(e)]
-    if not 0 < args.keep <= 1:
-        problems.append(f"--keep {args.keep} must lie in (0, 1]: the fraction of batches kept for the next round")
+    if not 0 < args.keep_fraction <= 1:
+        problems.append(f"--keep_fraction {args.keep_fraction} must lie in (0, 1]: the fraction of batches kept for the next round")
     if args.rounds < 1:
         problems.append(f"--rounds {args.rounds} must be at least 1")
     if args.compare and args.rounds < 2:
@@ -167,21 +170,25 @@ def select_round(name, how, previous_ckpt, selected, tokens, info, n_batches, n_
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("multiple-round training", "--max_tokens is round 1's budget and so the data set: the "
                                   "first max_tokens tokens of train.bin, scored and resampled in every later round")
     g.add_argument("--rounds", type=int, default=2, help="rounds in all: round 1 on the whole data set, then rounds-1 rounds "
                    "on hard batches (the paper gains from round 2, not from round 3)")
-    g.add_argument("--keep", type=float, default=0.5, help="fraction of the N batches kept for each later round (the paper's N0 = 50%%)")
+    g.add_argument("--keep_fraction", type=float, default=0.5, help="fraction of the N batches kept for each later round "
+                   "(the paper's N0 = 50%%)")
     g.add_argument("--temperature", type=float, default=1.0, help="p = softmax(batch loss / temperature); the paper uses 1, "
                    "higher is closer to uniform")
     g.add_argument("--round_lr", type=float, default=0.0, help="peak learning rate of rounds 2.. (0: --lr); each later round "
                    "gets a fresh AdamW and warmup + cosine schedule")
     g.add_argument("--compare", action="store_true", help="also run rounds 2.. from the same round-1 model with uniformly random "
-                   "batches (same count, same budget) in <out_dir>/uniform_round<r>, and print both val losses; the "
-                   "uniform draw uses the same random numbers, so the two selections differ only where the weights matter")
+                   "batches (same count, same budget) in <out_dir>/uniform_round<r>, print both val losses and plot them "
+                   "(compare.png); the uniform draw uses the same random numbers, so the two selections differ only "
+                   "where the weights matter")
     # ~7 minutes on 2 CPU cores (tiny preset, ~2.3k tok/s): round 1 = 60 batches of 8,192 tokens, scoring
     # them (forward only), round 2 on 30; one evaluation at the end of each round
+    add_train_args(parser)
+    alias(parser, "--keep_fraction", "--keep")
     parser.set_defaults(out_dir="out_multiround", batch_tokens=8192, max_tokens=491_520, eval_every=60, ckpt_every=20,
                         eval_tokens=131072)
     args = parser.parse_args()
@@ -197,13 +204,14 @@ def main():
     check_seq_len(args, model)
     tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"], fingerprint=meta.get("fingerprint"))
     n_batches = args.max_tokens // args.batch_tokens
-    n_keep = max(1, round(args.keep * n_batches))
+    n_keep = max(1, round(args.keep_fraction * n_batches))
 
     rows = []  # one per trained round, for the table
 
     def run_round(name, model, **kw):
         summary = train(model, args, ctx, out_dir=os.path.join(args.out_dir, name), **kw)
-        rows.append(dict(run=name, tokens=summary["tokens"], val_loss=summary["val_loss"], val_bpb=summary["val_bpb"]))
+        rows.append(dict(run=name, tokens=summary["tokens"], steps=summary["steps"], val_loss=summary["val_loss"],
+                         val_bpb=summary["val_bpb"]))
         return os.path.join(args.out_dir, name, "ckpt.pt")
 
     print0(f"data set: the first {n_batches} batches of {args.batch_tokens:,} tokens of {train_bin}; "
@@ -230,6 +238,20 @@ def main():
                                       lr=args.round_lr or None)
 
     print_table(rows, args)
+    if args.compare and ctx.master:
+        plot_rounds(rows, args)
+
+
+def plot_rounds(rows, args):
+    """--compare: val loss against training FLOPs of the loss-weighted rounds and of the uniform ones, both going
+    on from the same round 1, as OUT_DIR/compare.png."""
+    steps = {row["run"]: row["steps"] for row in rows}
+    chains = {"loss-weighted batches": [f"round{r}" for r in range(1, args.rounds + 1)],
+              "uniform batches": ["round1"] + [f"uniform_round{r}" for r in range(2, args.rounds + 1)]}
+    curves = {label: val_curve([os.path.join(args.out_dir, n) for n in names], [steps[n] for n in names])
+              for label, names in chains.items()}
+    plot_curves(curves, os.path.join(args.out_dir, "compare.png"),
+                f"multiple-round training, {args.rounds} rounds, keep {args.keep_fraction:g}")
 
 
 def print_table(rows, args):

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import data
-from train import (UsageError, add_train_args, build_model, check_args, check_seq_len, cli, plot_curves, print0, setup,
-                   token_loss, train, val_curve, whole)
+from train import (HelpFormatter, UsageError, add_train_args, auto, build_model, check_args, check_seq_len, cli,
+                   plot_curves, print0, setup, token_loss, train, val_curve, whole)
 
 
 # --- the method: copy these ---------------------------------------------------------------------------
@@ -332,7 +332,7 @@ def plot_gaps(rows, path, title):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("patch-level training")
     g.add_argument("--patch_size", type=int, default=4, help="K: tokens per patch in phase 1 (the paper's default 4)")
     g.add_argument("--patch_fraction", type=float, default=2 / 3,
@@ -342,19 +342,19 @@ def main():
     g.add_argument("--transfer", choices=list(TRANSFER), default="all",
                    help="weights the token phase takes from the patch phase: all (the paper), body (fresh embedding and "
                         "head), embeddings (fresh blocks), none (a control: the token phase from random init)")
-    g.add_argument("--patch_lr", type=float, default=0.0, help="peak LR of the patch phase (default 0: --lr, as the paper)")
-    g.add_argument("--token_lr", type=float, default=0.0, help="peak LR of the token phase (default 0: --lr, as the paper)")
-    g.add_argument("--token_warmup_steps", type=int, default=None,
-                   help="warmup steps of the token phase (default: --warmup_steps, which both phases use otherwise)")
+    g.add_argument("--patch_lr", type=float, default=0.0, help="peak LR of the patch phase (0: --lr, as the paper)")
+    g.add_argument("--token_lr", type=float, default=0.0, help="peak LR of the token phase (0: --lr, as the paper)")
+    g.add_argument("--token_warmup_steps", type=auto(int), default=None, help="warmup steps of the token phase, or auto "
+                   "(5%% of its steps) (default: --warmup_steps, which both phases use otherwise)")
     g.add_argument("--compare", action="store_true",
                    help="also train token-level baselines with the same tokens and with the same FLOPs; print a table")
     g.add_argument("--seeds", type=int, default=1,
-                   help="with --compare: repeat everything for seeds seed, seed+1, ...; prints mean and range per row "
-                        "(default 1)")
+                   help="with --compare: repeat everything for seeds seed, seed+1, ...; prints mean and range per row")
     g.add_argument("--sweep", type=lambda v: [int(float(x)) for x in v.split(",")], default=None, metavar="TOKENS,...",
                    help="with --compare: one comparison per token budget (replaces --max_tokens), e.g. 5e5,2e6,8e6; "
                         "writes sweep.md, sweep.json and sweep.png (gap against tokens per parameter)")
     # CPU-sized: 96 steps of 8,192 tokens (64 patch + 32 token, so exactly lambda = 2/3) of the tiny model
+    add_train_args(parser)
     parser.set_defaults(out_dir="out_patch", max_tokens=786_432, eval_every=16, ckpt_every=16)
     args = parser.parse_args()
     ctx = setup(args)

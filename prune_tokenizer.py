@@ -4,11 +4,11 @@ arXiv 2402.02791, "Compact Tokenizer"; PanGu-pi Pro): keep only the V most frequ
 model spends fewer parameters on its embedding and head (PanGu-pi-1B Pro: 100,883 -> 48,000 ids).
 
   python data.py && python prune_tokenizer.py          # prune data/stdlib's 8192-piece BPE to 4096 (~1 min CPU)
-  python prune_tokenizer.py --data_dir data/stdlib-gpt2 --vocab_size 16384 --checkpoint out/ckpt.pt
+  python prune_tokenizer.py --data_dir data/stdlib-gpt2 --vocab_size 16384 --init_from out/ckpt.pt
   python prune_tokenizer.py --compare                  # GPT-2 -> 8k and 16k; tiny models trained on equal bytes
 
 One run: statistics (token_counts.tsv, top tokens decoded) -> selection -> a tokenizer file that stock
-tiktoken / sentencepiece load -> train.bin and val.bin re-tokenized document by document -> with --checkpoint,
+tiktoken / sentencepiece load -> train.bin and val.bin re-tokenized document by document -> with --init_from,
 a copy of that model with its embedding and head rows sliced to the kept ids (ready for `--init_from`, or for
 inheritune.py: the PanGu-pi Pro recipe). The output folder is a data folder: `train.py --data_dir <it>`.
 
@@ -33,8 +33,8 @@ from tiktoken.load import load_tiktoken_bpe
 
 import data
 from model import GPT, GPTConfig
-from train import (UsageError, add_train_args, build_model, check_args, cli, load_checkpoint, model_from_checkpoint, print0,
-                   save_checkpoint, setup, train)
+from train import (SHAPE_FLAGS, HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, cli, given_flags,
+                   load_checkpoint, model_config, model_from_checkpoint, print0, refuse, save_checkpoint, set_help, setup, train)
 
 SP_NORMAL, SP_BPE = 1, 2  # sentencepiece ModelProto enums: piece type NORMAL, model type BPE
 
@@ -44,10 +44,14 @@ def token_counts(paths, vocab_size, chunk_tokens=1 << 22):
     """counts[i] = occurrences of id i in all token files. Streamed over the memmaps chunk by chunk, so a corpus
     larger than memory can be counted; the sum of the chunks' bincounts equals np.bincount of the whole."""
     counts = np.zeros(vocab_size, np.int64)
+    progress = data.Progress("counting tokens", sum(data.file_info(p)["n_tokens"] for p in paths), " tokens")
+    done = 0
     for path in paths:
         tokens = data.read_tokens(path, vocab_size=vocab_size)
         for start in range(0, len(tokens), chunk_tokens):
             counts += np.bincount(tokens[start:start + chunk_tokens], minlength=vocab_size)
+            done += len(tokens[start:start + chunk_tokens])
+            progress.update(done)
     return counts
 
 
@@ -140,8 +144,11 @@ def remap_tokens(tokens, old, new, num_proc=1, label="remap"):
     if len(tokens) and (not len(starts) or starts[0] != 0):
         raise data.DataError(f"{label}: the ids do not start with the document separator {old.eot_id}; not a data.py token file")
     ends = np.append(starts[1:], len(tokens))
-    docs = [old.decode(tokens[a + 1:b]) for a, b in zip(starts, ends)]
-    return data.tokenize(docs, new.name, num_proc, label)
+    progress, docs = data.Progress(f"{label}: decoding", len(starts), " documents"), []
+    for k, (a, b) in enumerate(zip(starts, ends)):
+        docs.append(old.decode(tokens[a + 1:b]))
+        progress.update(k + 1)
+    return data.tokenize(docs, new.name, num_proc, label)  # which shows its own progress
 
 
 def remap_embeddings(model_args, state_dict, kept_ids):
@@ -204,10 +211,10 @@ def check_inputs(args, vocab_size, tok, stats_files, mandatory):
         if info["fingerprint"] != tok.fingerprint or info["vocab_size"] != tok.vocab_size:
             problems.append(f"--stats_files {path}: tokenized with another tokenizer ({info['vocab_size']} ids, fingerprint "
                             f"{info['fingerprint']}) than {tok.name} ({tok.vocab_size} ids, fingerprint {tok.fingerprint}), the one being pruned")
-    if args.checkpoint:
-        vocab = model_from_checkpoint(args.checkpoint, "--checkpoint").config.vocab_size  # a checkpoint that is no GPT of ours fails here, not at the end
+    if args.init_from:
+        vocab = model_from_checkpoint(args.init_from, "--init_from").config.vocab_size  # a checkpoint that is no GPT of ours fails here, not at the end
         if vocab != tok.vocab_size:
-            problems.append(f"--checkpoint {args.checkpoint}: its vocabulary is {vocab}, but {tok.name} has {tok.vocab_size} ids; "
+            problems.append(f"--init_from {args.init_from}: its vocabulary is {vocab}, but {tok.name} has {tok.vocab_size} ids; "
                             "give a checkpoint trained on data tokenized by it")
     if problems:
         raise UsageError("; ".join(problems))
@@ -260,25 +267,26 @@ def prune(args, data_dir, vocab_size, out_dir):
     tmp = out / ".meta.json.tmp"
     tmp.write_text(json.dumps(new_meta, indent=2) + "\n")
     os.replace(tmp, out / "meta.json")
-    if args.checkpoint:
-        ckpt = load_checkpoint(args.checkpoint, "--checkpoint", weights=True)
+    if args.init_from:
+        ckpt = load_checkpoint(args.init_from, "--init_from", weights=True)
         model_args, state_dict = remap_embeddings(ckpt["model_args"], ckpt["model"], kept)
-        report["checkpoint"] = args.out_checkpoint or os.path.join(os.path.dirname(args.checkpoint), f"ckpt_pruned{len(kept)}.pt")
-        save_checkpoint(report["checkpoint"], {"model_args": model_args, "model": state_dict, "pruned_from": args.checkpoint,
+        report["checkpoint"] = args.out_checkpoint or os.path.join(os.path.dirname(args.init_from), f"ckpt_pruned{len(kept)}.pt")
+        save_checkpoint(report["checkpoint"], {"model_args": model_args, "model": state_dict, "pruned_from": args.init_from,
                                                "tokenizer": str(out / spec), "fingerprint": new.fingerprint})
     report.update(out_dir=str(out), seconds=round(time.time() - t0, 1))
     return report
 
 
-def embedding_params(preset, vocab_size):
-    """(token embedding + head parameters, all parameters) of a preset with this vocabulary; a tied head counts once."""
+def embedding_params(args, vocab_size):
+    """(token embedding + head parameters, all parameters) of the --preset model (shape flags applied) with this
+    vocabulary; a tied head counts once."""
     with torch.device("meta"):  # shapes only: no memory or init time, even for big presets
-        model = GPT(GPTConfig.from_preset(preset, vocab_size=vocab_size))
+        model = GPT(model_config(args, vocab_size))
     n_head = 0 if model.config.tie_embeddings else model.lm_head.weight.numel()
     return model.wte.weight.numel() + n_head, model.num_params()
 
 
-def print_report(r, preset):
+def print_report(r, args):
     print0(f"pruned {r['source']} ({r['source_vocab']:,} ids) to {r['vocab_size']:,} ids -> {r['out_dir']}/ in {r['seconds']:.0f} s")
     print0(f"  selection: {r['mandatory']} mandatory (specials, byte base) + the most frequent tokens, closed under BPE merges; "
            f"{r['off_top']} kept tokens are outside the plain top-{r['vocab_size']} by count")
@@ -289,8 +297,8 @@ def print_report(r, preset):
         s = r[split]
         print0(f"  {split}.bin: {s['tokens_before']:,} -> {s['tokens_after']:,} tokens ({s['tokens_after'] / s['tokens_before'] - 1:+.2%}), "
                f"{s['tokens_before'] / s['bytes']:.4f} -> {s['tokens_after'] / s['bytes']:.4f} tokens/byte")
-    (e0, n0), (e1, n1) = embedding_params(preset, r["source_vocab"]), embedding_params(preset, r["vocab_size"])
-    print0(f"  embedding + head of preset {preset}: {e0:,} ({e0 / n0:.1%} of {n0:,}) -> {e1:,} ({e1 / n1:.1%} of {n1:,}) parameters")
+    (e0, n0), (e1, n1) = embedding_params(args, r["source_vocab"]), embedding_params(args, r["vocab_size"])
+    print0(f"  embedding + head of preset {args.preset}: {e0:,} ({e0 / n0:.1%} of {n0:,}) -> {e1:,} ({e1 / n1:.1%} of {n1:,}) parameters")
     if "checkpoint" in r:
         print0(f"  checkpoint with the kept embedding/head rows: {r['checkpoint']}")
 
@@ -307,7 +315,7 @@ def compare(args, ctx):
     for size in sorted(args.compare_sizes, reverse=True):
         out = f"{src}-pruned{size}"
         if ctx.master:
-            print_report(prune(args, src, size, out), args.preset)
+            print_report(prune(args, src, size, out), args)
         runs.append((f"gpt2 pruned to {size}", out))
     if args.compare_reference and os.path.isfile(os.path.join(args.compare_reference, "meta.json")):
         runs.append((f"{os.path.basename(args.compare_reference.rstrip('/'))} (trained on the corpus)", args.compare_reference))
@@ -323,7 +331,7 @@ def compare(args, ctx):
         model = build_model(run_args, meta["vocab_size"])
         summary = train(model, run_args, ctx, out_dir=os.path.join(args.out_dir, os.path.basename(data_dir.rstrip("/"))),
                         max_tokens=steps * args.batch_tokens)
-        emb, total = embedding_params(args.preset, meta["vocab_size"])
+        emb, total = embedding_params(args, meta["vocab_size"])
         rows.append((name, meta["vocab_size"], meta.get("pruned", {}).get("coverage", 1.0 if "gpt2" == name else math.nan), train_tpb, val_tpb, emb, total,
                      summary["tokens"], summary["tokens"] / train_tpb, summary["val_bpb"], summary["wall_s"]))
     header = ("tokenizer", "vocab", "coverage", "tok/byte train", "tok/byte val", "emb+head params", "tokens trained",
@@ -339,51 +347,63 @@ def compare(args, ctx):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("pruning")
     g.add_argument("--vocab_size", type=int, default=4096, help="ids of the pruned tokenizer, specials and byte base included")
-    g.add_argument("--stats_files", nargs="+", default=None, help="token files to count frequencies on (default: <data_dir>/train.bin); "
-                   "they must be tokenized by the tokenizer of --data_dir")
+    g.add_argument("--stats_files", nargs="+", default=None, help="token files to count frequencies on (default: "
+                   "<data_dir>/train.bin); they must be tokenized by the tokenizer of --data_dir")
     g.add_argument("--out_data_dir", default="", help="output data folder (default: <data_dir>-pruned<vocab_size>)")
-    g.add_argument("--checkpoint", default="", help="also slice this ckpt.pt (trained with --data_dir's tokenizer) to the kept "
-                   "embedding/head rows")
-    g.add_argument("--out_checkpoint", default="", help="where the sliced checkpoint goes (default: ckpt_pruned<V>.pt beside --checkpoint)")
+    g.add_argument("--out_checkpoint", default="", help="where the sliced --init_from goes (default: ckpt_pruned<V>.pt "
+                   "beside it)")
     g.add_argument("--num_proc", type=int, default=os.cpu_count() or 1, help="processes that re-tokenize train/val")
     g = parser.add_argument_group("comparison")
-    g.add_argument("--compare", action="store_true", help="prune GPT-2 to --compare_sizes and train one --preset model per tokenizer "
-                   "on --compare_bytes of text; prints a table")
-    g.add_argument("--compare_data_dir", default="data/stdlib-gpt2", help="the built-in corpus tokenized by GPT-2 (prepared if missing)")
+    g.add_argument("--compare", action="store_true", help="prune GPT-2 to --compare_sizes and train one --preset model per "
+                   "tokenizer on --compare_bytes of text; prints a table")
+    g.add_argument("--compare_data_dir", default="data/stdlib-gpt2", help="the built-in corpus tokenized by GPT-2 "
+                   "(prepared if missing)")
     g.add_argument("--compare_sizes", type=int, nargs="+", default=[8192, 16384], help="pruned vocabulary sizes to compare")
-    g.add_argument("--compare_reference", default="data/stdlib", help="also train on this data folder (data.py's BPE trained on the "
-                   "same corpus, same split), if it exists; '' to skip")
+    g.add_argument("--compare_reference", default="data/stdlib", help="also train on this data folder (data.py's BPE "
+                   "trained on the same corpus, same split), if it exists; '' to skip")
     g.add_argument("--compare_bytes", type=int, default=600_000, help="training budget of every run in bytes of text "
                    "(steps = bytes x tokens/byte / batch_tokens)")
-    g.add_argument("--eval_bytes", type=int, default=100_000, help="validation text per evaluation, in bytes (the same text for all)")
+    g.add_argument("--eval_bytes", type=int, default=100_000, help="validation text per evaluation, in bytes (the same "
+                   "text for all)")
+    add_train_args(parser)
+    alias(parser, "--init_from", "--checkpoint")
+    set_help(parser, init_from="also slice this ckpt.pt (trained with --data_dir's tokenizer) to the kept embedding/head "
+             "rows", preset="shape whose embedding share the report shows, and that --compare trains")
     # sized for ~10 minutes of --compare on 2 CPU cores: GPT-2's 50k-row head is most of a small model's cost
     parser.set_defaults(preset="nano", batch_tokens=4096, eval_every=1000, ckpt_every=50, out_dir="out_prune")
     args = parser.parse_args()
     ctx = setup(args)
     print0(json.dumps(vars(args)))
+    # pruning alone reads --data_dir, slices --init_from and reports for --preset (and the shape flags); the rest
+    # of the shared flags only train, and so do the comparison's
+    used_by_pruning = {"data_dir", "init_from", "preset", "device", *SHAPE_FLAGS}
+    training = {a.dest for a in parser._actions if a.dest not in used_by_pruning and
+                getattr(a.container, "title", None) not in ("pruning", "options")}
+    if not args.compare:
+        refuse(given_flags(parser, training - {"compare"}), "without --compare: only the comparison trains")
+    else:
+        refuse(given_flags(parser, {"vocab_size", "out_data_dir", "out_checkpoint", "init_from"}),
+               "with --compare (it prunes GPT-2 to --compare_sizes and trains fresh models)")
     problems = [f"--{flag} must be positive" for flag in ("num_proc", "compare_bytes", "eval_bytes") if getattr(args, flag) <= 0]
     if args.compare:
         check_args(args, ctx)
         problems += [f"--compare_sizes {s}: must lie in 257..50256 (GPT-2's 256 bytes + <|endoftext|> are mandatory)"
                      for s in args.compare_sizes if not 257 <= s < 50257]
-        problems += ["--compare trains fresh models; --init_from and --checkpoint do not apply"] if args.init_from or args.checkpoint else []
-    if args.init_from and not args.compare:  # a shared training flag: pruning would ignore it without a word
-        problems.append(f"--init_from {args.init_from} does not apply to pruning: give the model to slice as --checkpoint")
-    if args.checkpoint and not os.path.isfile(args.checkpoint):
-        problems.append(f"--checkpoint {args.checkpoint}: no such file")
+    if args.init_from and not os.path.isfile(args.init_from):
+        problems.append(f"--init_from {args.init_from}: no such file")
     try:
-        embedding_params(args.preset, 1024)  # the report needs it at the end: a bad name fails now, not after the work
-    except ValueError as e:
-        problems.append(f"--preset: {e}")
+        embedding_params(args, 1024)  # the report needs it at the end: a bad shape fails now, not after the work
+    except UsageError as e:
+        problems.append(str(e))
     if problems:
         raise UsageError("; ".join(problems))
     if args.compare:
         compare(args, ctx)
     elif ctx.master:
-        print_report(prune(args, args.data_dir, args.vocab_size, args.out_data_dir or f"{args.data_dir.rstrip('/')}-pruned{args.vocab_size}"), args.preset)
+        print_report(prune(args, args.data_dir, args.vocab_size, args.out_data_dir or f"{args.data_dir.rstrip('/')}-pruned{args.vocab_size}"), args)
     if dist.is_initialized():
         dist.barrier()
 

@@ -948,6 +948,7 @@ def test_pipeline_compare_and_resume(toy_data, tmp_path):
     assert out["base"]["tokens"] == 4096 and out["grown, all phases"]["flops"] <= out["scratch"]["flops"] * 1.001
     assert out["grown"]["val_loss"] < out["base"]["val_loss"]
     assert math.isfinite(out["grown"]["val_loss_at_growth"])
+    assert_plot(tmp_path / "compare.png")
     again = run("gstack.py", *flags, "--resume")  # every phase is finished: nothing retrains, same table
     assert again.stdout.count("is finished; skipping") == 3
     assert json.load(open(tmp_path / "compare.json"))["speedup"] == out["speedup"]
@@ -1228,30 +1229,31 @@ def test_v2_script_trains_reference_search_and_baseline_and_resumes(toy_data_inh
 def test_v1_script_from_a_checkpoint_with_width_reduction(toy_data_inh, tmp_path, monkeypatch):
     ref_dir = tmp_path / "ref"
     run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(ref_dir), "--max_tokens", str(256 * 20), *SMALL,
-             "--n_layer", "4")  # v2 starting at full depth: just trains the reference and one trial
+             "--inherit_layers", "4")  # v2 starting at full depth: just trains the reference and one trial
     out = tmp_path / "v1"
     run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--reference", str(ref_dir / "reference" / "ckpt.pt"),
              "--mode", "v1", "--layers", "0,3", "--subset_tokens", "2048", "--epochs", "3", "--keep_ffn", "64",
-             "--width_score", "taylor", *SMALL)
+             "--width_score", "taylor", *SMALL[2:])  # no --preset: the checkpoint sets the shape
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["run"] for r in rows] == ["reference", "v1_n2"] and rows[1]["tokens"] == 2048 * 3
     assert data.file_info(out / "subset.bin")["n_tokens"] == 2048
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--n_layer", "9"], "--n_layer 9 exceeds the reference depth 4"),
+    (["--inherit_layers", "9"], "--inherit_layers 9 exceeds the reference depth 4"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,1,1"], "repeat an index"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,7"], "outside 0..3"),
     (["--layers", "0,1"], "v2 grows the depth"),
     (["--layers", "middle"], "--layers 'middle'"),
     (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
-    (["--reference", "nowhere/ckpt.pt"], "--reference nowhere/ckpt.pt: no such"),
+    (["--init_from", "nowhere/ckpt.pt"], "--init_from nowhere/ckpt.pt: no such"),
     (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
-    (["--reference", "{no_weights}"], "--reference .*hf: a folder must be a Hugging Face GPT-2/Llama checkpoint"),
+    (["--reference", "{no_weights}"], "--init_from .*hf: a folder must be a Hugging Face GPT-2/Llama checkpoint"),
     (["--mode", "v1", "--subset_tokens", "256"], "--subset_tokens 256 must exceed --batch_tokens 256"),
 ])
 def test_bad_input_is_one_clear_error(toy_data_inh, tmp_path, monkeypatch, argv, message):
-    base = ["--data_dir", str(toy_data_inh), "--out_dir", str(tmp_path), *SMALL]
+    given_model = "--reference" in argv or "--init_from" in argv  # then the checkpoint sets the shape: no --preset
+    base = ["--data_dir", str(toy_data_inh), "--out_dir", str(tmp_path), *(SMALL[2:] if given_model else SMALL)]
     model = GPT(GPTConfig.from_preset("nano", vocab_size=100))  # a reference checkpoint with another vocabulary
     torch.save(dict(model_args=model.model_args(), model=model.state_dict()), tmp_path / "other.pt")
     model.save_hf(tmp_path / "hf")  # a Hugging Face folder whose weights are missing
@@ -1264,8 +1266,8 @@ def test_bad_input_is_one_clear_error(toy_data_inh, tmp_path, monkeypatch, argv,
 
 def test_bad_input_is_one_line_on_stderr(toy_data_inh):
     proc = subprocess.run([sys.executable, str(ROOT / "inheritune.py"), "--data_dir", str(toy_data_inh), "--preset", "4L64H",
-                           "--n_layer", "9"], capture_output=True, text=True, cwd=ROOT)
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--n_layer 9" in proc.stderr
+                           "--inherit_layers", "9"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "--inherit_layers 9" in proc.stderr
 
 
 # --- prune_tokenizer.py ----------------------------------------------------------------------------------
@@ -1353,7 +1355,7 @@ def sp_data(tmp_path_factory):
     for k, chunk in enumerate(SEEN[i:i + 6000] for i in range(0, len(SEEN), 6000)):
         (d / "docs" / f"{k:02d}.txt").write_text(chunk)
     data.prepare(inputs=[str(d / "docs")], out_dir=str(d), name="src", vocab_size=700, num_proc=1)
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     report = pt.prune(args, d / "src", 400, d / "pruned")
     return d, report
 
@@ -1363,7 +1365,7 @@ def test_prune_killed_while_writing_leaves_no_data_set_and_runs_again_the_same(s
     temp, _ = kill_in_write("prune_tokenizer.py", r"pruned/val\.bin$", 1, "--data_dir", d / "src", "--vocab_size", 400,
                             "--out_data_dir", tmp_path / "pruned", "--num_proc", 1)
     assert temp.is_file() and not (tmp_path / "pruned" / "meta.json").exists()  # the folder says it is incomplete
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     pt.prune(args, d / "src", 400, tmp_path / "pruned")
     for f in ["train.bin", "val.bin", "tokenizer.model"]:
         assert (tmp_path / "pruned" / f).read_bytes() == (d / "pruned" / f).read_bytes(), f
@@ -1396,7 +1398,7 @@ def test_remapped_files_equal_encoding_the_text_with_the_new_tokenizer(source, s
     d = sp_data[0]
     if source == "gpt2":
         data.prepare(inputs=[str(d / "docs")], out_dir=str(tmp_path), name="src", tokenizer="gpt2", num_proc=1)
-        args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+        args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
         pt.prune(args, tmp_path / "src", 1000, tmp_path / "pruned")
         d = tmp_path
     spec = str(d / "pruned" / ("tokenizer.tiktoken" if source == "gpt2" else "tokenizer.model"))
@@ -1414,7 +1416,7 @@ def test_remapped_embedding_rows_are_the_rows_of_the_same_tokens(sp_data, tied, 
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("nano", vocab_size=700, tie_embeddings=tied))
     train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
-    args = argparse.Namespace(stats_files=None, checkpoint=str(tmp_path / "ckpt.pt"), out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from=str(tmp_path / "ckpt.pt"), out_checkpoint="", num_proc=1)
     report = pt.prune(args, d / "src", 400, tmp_path / "pruned")
     small = train.model_from_checkpoint(report["checkpoint"])  # loads as this repository's checkpoint
     assert small.config.vocab_size == 400 and small.config.tie_embeddings == tied
@@ -1439,7 +1441,7 @@ def test_bad_input_is_one_clear_line_prune(sp_data, tmp_path):
     assert "--vocab_size 100: must lie in 260..699" in res.stderr  # below specials + byte pieces
 
     def fails(vocab_size=400, **flags):  # the same checks in-process (the CLI prints them as one line, above)
-        args = argparse.Namespace(**{**dict(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1), **flags})
+        args = argparse.Namespace(**{**dict(stats_files=None, init_from="", out_checkpoint="", num_proc=1), **flags})
         with pytest.raises(train.UsageError) as e:
             pt.prune(args, d / "src", vocab_size, tmp_path / "never")
         assert not (tmp_path / "never").exists()  # nothing written before the checks
@@ -1451,7 +1453,7 @@ def test_bad_input_is_one_clear_line_prune(sp_data, tmp_path):
     assert "another tokenizer" in fails(stats_files=[tmp_path / "same_size.bin"])
     model = GPT(GPTConfig.from_preset("nano", vocab_size=512))
     train.save_checkpoint(str(tmp_path / "ckpt.pt"), {"model_args": model.model_args(), "model": model.state_dict()})
-    assert "its vocabulary is 512" in fails(checkpoint=str(tmp_path / "ckpt.pt"))
+    assert "its vocabulary is 512" in fails(init_from=str(tmp_path / "ckpt.pt"))
 
 
 # --- multiround.py ---------------------------------------------------------------------------------------
@@ -1645,6 +1647,7 @@ def test_script_prefers_hard_batches_compares_and_resumes_in_the_right_round(toy
     loss = {r["run"]: r["val_loss"] for r in results}  # val is clean counting; ln 128 = 4.85 is chance
     assert loss["round1"] < 4.3 and loss["uniform_round2"] < loss["round1"] - 0.2
     assert loss["round2"] > loss["round1"]  # round 2 really trained on its (noise-only) selection
+    assert_plot(out / "compare.png")  # the loss-weighted and the uniform rounds' val curves
     # a third round on --resume: rounds 1-2 return from their finished checkpoints, only round 3 trains
     run_main_mr(monkeypatch, "--data_dir", d, "--out_dir", out, *FLAGS, "--rounds", 3, "--resume", "--temperature", 0.25)
     again = capsys.readouterr().out
@@ -1655,10 +1658,10 @@ def test_script_prefers_hard_batches_compares_and_resumes_in_the_right_round(toy
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--keep", "0"], "--keep 0.0 must lie in (0, 1]"),
-    (["--keep", "1.5"], "--keep 1.5 must lie in (0, 1]"),
+    (["--keep", "0"], "--keep_fraction 0.0 must lie in (0, 1]"),  # the old name still works
+    (["--keep_fraction", "1.5"], "--keep_fraction 1.5 must lie in (0, 1]"),
     (["--batch_tokens", "524288", "--max_tokens", "524288"], "--batch_tokens 524288 is larger than train.bin"),
-    (["--keep", "2", "--lr", "-1"], "--lr must be positive; --keep 2.0"),
+    (["--keep_fraction", "2", "--lr", "-1"], "--lr must be positive; --keep_fraction 2.0"),
     (["--init_from", "VOCAB"], "has vocabulary 64, but the data"),
 ])
 def test_bad_input_is_one_clear_line_mr(toy, tmp_path, monkeypatch, capsys, flags, message):
@@ -1814,8 +1817,8 @@ def test_sigkill_in_each_depth_of_the_inheritune_search(toy_data_inh, tmp_path, 
     """Against a reference trained for 40 steps, one layer trained for 2 steps does not match it: the search goes on
     to 3 layers (and 4 if needed). A kill in the first depth and one in the second each resume in that depth."""
     run_main(train, monkeypatch, "--data_dir", toy_data_inh, "--out_dir", tmp_path / "ref", "--max_tokens", 256 * 40, *SMALL)
-    flags = ["--data_dir", toy_data_inh, "--reference", tmp_path / "ref" / "ckpt.pt", "--max_tokens", 256 * 2, *SMALL,
-             "--ckpt_every", 1, "--n_layer", 1]
+    flags = ["--data_dir", toy_data_inh, "--reference", tmp_path / "ref" / "ckpt.pt", "--max_tokens", 256 * 2, *SMALL[2:],
+             "--ckpt_every", 1, "--inherit_layers", 1]
     run_main(inheritune, monkeypatch, "--out_dir", tmp_path / "whole", *flags)
     depths = [r["run"] for r in json.loads((tmp_path / "whole" / "results.json").read_text())["rows"]]
     assert depths[:3] == ["reference", "inherit_n1", "inherit_n3"]
@@ -1916,16 +1919,13 @@ BAD_INPUT_SCRIPTS = {  # a valid tiny run of each script, and how its cases diff
     "train": (["--max_steps", 2, *TINY], {}),
     "patch_train": (["--max_steps", 3, *TINY_patch], {}),
     "gstack": ([*TINY, "--growth_factor", 2, "--max_tokens", 16384],
-               {"--init_from with --preset": "--init_from does not apply", "--init_from with --block_size": "--init_from does not apply",
+               {"--init_from with --preset": "--init_from {root}/v64.pt has vocabulary 64",  # --preset: the target, valid here
+                "--init_from with --block_size": "--init_from {root}/v64.pt has vocabulary 64",
+                # the old name --grow_from still works; messages name the new one
                 "nanoGPT checkpoint": ("--grow_from", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                "checkpoint of another vocabulary": ("--grow_from", "--grow_from {root}/v64.pt has vocabulary 64, but the data"),
-                "checkpoint of another tokenizer, same size": ("--grow_from", "--grow_from {root}/tok9.pt was trained on data of another tokenizer")}),
-    "inheritune": (["--max_tokens", 256 * 40, *SMALL],
-                   {"--init_from with --preset": "give the model to inherit from as --reference",
-                    "--init_from with --block_size": "give the model to inherit from as --reference",
-                    "nanoGPT checkpoint": ("--reference", "nanogpt.pt is not a GPT of this repository (TypeError"),
-                    "checkpoint of another vocabulary": ("--reference", "--reference {root}/v64.pt has vocabulary 64, but the data"),
-                    "checkpoint of another tokenizer, same size": ("--reference", "--reference {root}/tok9.pt was trained on data of another tokenizer")}),
+                "checkpoint of another vocabulary": ("--grow_from", "--init_from {root}/v64.pt has vocabulary 64, but the data"),
+                "checkpoint of another tokenizer, same size": ("--grow_from", "--init_from {root}/tok9.pt was trained on data of another tokenizer")}),
+    "inheritune": (["--max_tokens", 256 * 40, *SMALL], {}),
     "multiround": ([*FLAGS], {"train set smaller than one batch": "--batch_tokens 1024 is larger than train.bin"}),
     "bench": ([*SMALL_bench, "--parts", "token"], {}),
 }
@@ -1995,11 +1995,11 @@ def test_bad_input_table_for_the_data_scripts(sp_data, toy_data, tmp_path, monke
         (["--out_data_dir", src], f"--out_data_dir {src} is the source --data_dir"),  # would overwrite its own input
         (["--preset", "tinny"], "did you mean 'tiny'"),  # used by the report at the very end: checked first
         (["--checkpoint", tmp_path / "nanogpt.pt"], "nanogpt.pt is not a GPT of this repository"),
-        (["--checkpoint", tmp_path / "nope.pt"], "--checkpoint " + str(tmp_path / "nope.pt") + ": no such file"),
+        (["--checkpoint", tmp_path / "nope.pt"], "--init_from " + str(tmp_path / "nope.pt") + ": no such file"),  # old name
         (["--stats_files", toy_data / "train.bin"], "tokenized with another tokenizer"),
         (["--num_proc", 0], "--num_proc must be positive"),
         (["--device", "gpu"], "--device gpu: not a device"),
-        (["--init_from", tmp_path / "v64.pt"], "does not apply to pruning: give the model to slice as --checkpoint"),
+        (["--init_from", tmp_path / "v64.pt"], f"--init_from {tmp_path / 'v64.pt'}: its vocabulary is 64"),
     ]
     for flags, message in prune_cases:
         monkeypatch.setattr(sys, "argv", ["prune_tokenizer.py", "--data_dir", str(src), "--vocab_size", "400", "--num_proc", "1",
@@ -2152,7 +2152,7 @@ def test_pruned_tiktoken_keeps_its_sources_regex_and_specials(tmp_path):
     data.prepare([str(tmp_path / "docs")], out_dir=str(tmp_path), name="src", tokenizer=str(tmp_path / "digits.tiktoken"),
                  num_proc=1)
     assert (tmp_path / "src" / "tokenizer.tiktoken.json").is_file()  # the regex travelled with the rank file
-    args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
     pt.prune(args, tmp_path / "src", 1500, tmp_path / "pruned")
     new = load_tokenizer(tmp_path / "pruned")
     assert new._tt._pat_str == NON_GPT2_PATTERN and new.vocab_size == 1500
@@ -2237,6 +2237,7 @@ def test_seeds_and_sweep_tabulate_the_gaps_of_every_run(toy_data_patch, tmp_path
             runs = json.loads((tmp_path / f"tokens{r['tokens']}" / f"seed{seed}" / "compare.json").read_text())
             assert r["gap_flops"][k] == pytest.approx(runs["patch + token"]["val_loss"] - runs["token, same FLOPs"]["val_loss"])
             assert r["gap_tokens"][k] == pytest.approx(runs["patch + token"]["val_loss"] - runs["token, same tokens"]["val_loss"])
+            assert_plot(tmp_path / f"tokens{r['tokens']}" / f"seed{seed}" / "compare.png")  # each comparison's curves
         assert r["patch + token"][0] != r["patch + token"][1]  # another seed, another init
     assert (tmp_path / "sweep.md").read_text().count("\n") == 4 and "gap, equal FLOPs" in capsys.readouterr().out
     matplotlib = pytest.importorskip("matplotlib")
@@ -2365,13 +2366,13 @@ def test_sharded_checkpoint_exports_to_hf_and_feeds_the_method_scripts(toy_data,
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, model(idx)[0], atol=1e-5, rtol=0)
-    run("gstack.py", "--data_dir", toy_data, "--grow_from", ckpt, "--out_dir", tmp_path / "grown", "--max_tokens", 0,
+    run("gstack.py", "--data_dir", toy_data, "--init_from", ckpt, "--out_dir", tmp_path / "grown", "--max_tokens", 0,
         "--growth_factor", 2, *TINY, "--preset", "4L64H")
     grown = train.model_from_checkpoint(str(tmp_path / "grown" / "grown.pt"))
     assert grown.config.n_layer == 2 * model.config.n_layer
     torch.testing.assert_close(grown.wte.weight, model.wte.weight)
-    run("inheritune.py", "--data_dir", toy_data, "--reference", ckpt, "--out_dir", tmp_path / "inh", "--mode", "v1",
-        "--layers", "0", "--subset_tokens", 4096, "--epochs", 1, *TINY)
+    run("inheritune.py", "--data_dir", toy_data, "--init_from", ckpt, "--out_dir", tmp_path / "inh", "--mode", "v1",
+        "--layers", "0", "--subset_tokens", 4096, "--epochs", 1, *TINY[2:])  # the shape is the checkpoint's
     assert read_log(tmp_path / "inh" / "v1_n1")[-1]["step"] == 2
 
 
@@ -2380,7 +2381,8 @@ def test_prune_tokenizer_takes_a_sharded_checkpoint(sp_data, tmp_path):
     launch(2, "train.py", "--data_dir", d / "src", "--out_dir", tmp_path / "run", "--preset", "nano", "--seq_len", 32,
            "--batch_tokens", 512, "--micro_batch", 8, "--max_steps", 2, "--eval_tokens", 256, "--fsdp")
     model = train.model_from_checkpoint(str(tmp_path / "run" / "ckpt.pt"))
-    args = argparse.Namespace(stats_files=None, checkpoint=str(tmp_path / "run" / "ckpt.pt"), out_checkpoint="", num_proc=1)
+    args = argparse.Namespace(stats_files=None, init_from=str(tmp_path / "run" / "ckpt.pt"), out_checkpoint="",
+                              num_proc=1)
     small = train.model_from_checkpoint(pt.prune(args, d / "src", 400, tmp_path / "pruned")["checkpoint"])
     old = spm.SentencePieceProcessor(model_file=str(d / "src" / "tokenizer.model"))
     new = spm.SentencePieceProcessor(model_file=str(tmp_path / "pruned" / "tokenizer.model"))
@@ -2594,3 +2596,217 @@ def test_fsdp_bad_values_are_one_clear_line(toy_data, tmp_path):
               torchrun=1, check=False)
     assert res.returncode != 0 and "holds another model" in res.stderr
     assert not list((tmp_path / "ddp").glob("ckpt.dcp-*"))  # nothing was written over it
+
+
+# --- flags: model shape, help with defaults, one name per concept, refused flags, progress, plots -----------------
+SCRIPTS = ["train", "patch_train", "gstack", "inheritune", "prune_tokenizer", "multiround", "bench", "data"]
+
+
+class _Parsed(Exception):
+    """Raised in place of parse_args, to stop a script's main() right after it built its parser."""
+
+
+def script_parser(name, monkeypatch):
+    """The argparse parser that `name`.main() builds, caught at parse_args, before any work."""
+    module, real, caught = importlib.import_module(name), argparse.ArgumentParser.parse_args, []
+
+    def catch(self, *a, **k):
+        caught.append(self)
+        raise _Parsed
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    monkeypatch.setattr(sys, "argv", [f"{name}.py"])
+    try:
+        with pytest.raises(_Parsed):
+            module.main()
+    finally:
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", real)
+    return caught[0]
+
+
+def flat(text):
+    """Help text without its line wrapping (argparse also wraps after hyphens)."""
+    return " ".join(text.split()).replace("- ", "-")
+
+
+def test_shape_flags_reach_the_checkpoint_and_progress_lines_carry_an_eta(toy_data, tmp_path, monkeypatch, capsys):
+    """Every shape flag overrides its preset field and is saved in model_args; the ETA of each progress line is the
+    remaining steps x the mean wall time per step so far (a fake clock: 10 s per reading)."""
+    clock = itertools.count(10, 10)
+    monkeypatch.setattr(train, "time", argparse.Namespace(perf_counter=lambda: next(clock)))
+    shape = ["--n_layer", 3, "--n_head", 4, "--n_kv_head", 2, "--n_embd", 96, "--ffn_hidden", 200, "--untie_embeddings",
+             "--dropout", 0.1, "--rope_theta", 500]
+    run_main(train, monkeypatch, "--data_dir", toy_data, "--out_dir", tmp_path, *TINY, "--max_steps", 6, *shape)
+    args = torch.load(tmp_path / "ckpt.pt", weights_only=False)["model_args"]
+    assert args == dict(flavour="llama", vocab_size=128, block_size=256, n_layer=3, n_head=4, n_kv_head=2, n_embd=96,
+                        ffn_hidden=200, tie_embeddings=False, norm_eps=1e-5, rope_theta=500.0, dropout=0.1)
+    model = train.model_from_checkpoint(str(tmp_path / "ckpt.pt"))
+    assert len(model.blocks) == 3 and model.lm_head.weight is not model.wte.weight
+    assert model.blocks[0].attn.qkv.weight.shape == ((4 + 2 * 2) * 24, 96)  # 4 query heads, 2 kv heads of 24
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    # readings: 10 at the start; step 2 at 20 and 30 (eta (30-10)/2 x 4 steps); step 4 at 40, 50; its checkpoint
+    # at 60; step 6 at 70, its evaluation at 80 and 90, then 100, and the ETA at 110: nothing left
+    assert [line.rsplit(" | ", 1)[1] for line in lines] == ["eta 40s", "eta 20s", "eta 0s"]
+    assert all("eta" not in row for row in read_log(tmp_path))  # the log keeps measurements, not wall-clock guesses
+    # an unchanged preset field stays; a new width or flavour takes the flavour's MLP rule, not the preset's 176
+    ns = lambda *a: train.add_train_args(argparse.ArgumentParser()).parse_args(list(map(str, a)))  # noqa: E731
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    assert train.model_config(ns("--preset", "nano"), 128).ffn_hidden == 176
+    assert train.model_config(ns("--preset", "nano", "--n_embd", 128), 128).ffn_hidden == 512  # 256 x ceil(8/3 x 128 / 256)
+    gpt2 = train.model_config(ns("--preset", "nano", "--flavour", "gpt2"), 128)
+    assert (gpt2.flavour, gpt2.ffn_hidden, gpt2.n_layer, gpt2.tie_embeddings) == ("gpt2", 256, 2, True)
+
+
+def test_format_duration_and_progress_lines(monkeypatch, capsys):
+    assert [data.format_duration(s) for s in (0, 0.4, 45, 192, 3600 + 5 * 60 + 9)] == ["0s", "0s", "45s", "3m12s", "1h05m"]
+    clock = iter([0, 2, 6, 7, 30])
+    monkeypatch.setattr(data, "time", argparse.Namespace(perf_counter=lambda: next(clock)))
+    progress = data.Progress("scoring", 100, " batches", every=5)
+    for done in (10, 30, 40, 100):  # at 2 s too soon; at 6 s a line; at 7 s too soon; the end after a long job
+        progress.update(done)
+    assert capsys.readouterr().out.splitlines() == ["scoring: 30/100 batches (30%), 6s, eta 14s",
+                                                    "scoring: 100/100 batches (100%), 30s, eta 0s"]
+
+
+SHAPE_MISTAKES = [  # (flags, what the one line must say): independent of each script's preset
+    (["--n_head", "3"], "is not divisible by --n_head 3"),
+    (["--n_kv_head", "3"], "is not divisible by --n_kv_head 3"),
+    (["--n_embd", "96", "--n_head", "32"], "head dim n_embd / n_head = 96 / 32 = 3 is odd (--n_embd and --n_head)"),
+    (["--flavour", "gpt2", "--untie_embeddings"], "--untie_embeddings: the gpt2 flavour always ties"),
+    (["--flavour", "gpt2", "--rope_theta", "500"], "--rope_theta: the gpt2 flavour has learned positions"),
+    (["--flavour", "gpt2", "--n_head", "4", "--n_kv_head", "2"], "--n_kv_head 2: the gpt2 flavour has no grouped-query"),
+    (["--dropout", "1.5"], "--dropout 1.5 must lie in [0, 1)"),
+    (["--n_layer", "-2", "--ffn_hidden", "-1"], "--n_layer -2 must not be negative (0: the preset's); --ffn_hidden -1"),
+    (["--init_from", "{root}/v64.pt", "--n_embd", "128"], "sets the model's shape: leave out --n_embd"),
+]
+
+
+@pytest.mark.parametrize("script", ["train", "patch_train", "gstack", "inheritune", "multiround", "bench"])
+def test_bad_shape_flags_are_one_line_naming_the_flag(script, toy_data, tmp_path, monkeypatch, capsys):
+    new_user_mistakes(tmp_path)
+    base, _ = BAD_INPUT_SCRIPTS[script]
+    module = importlib.import_module(script)
+    monkeypatch.setattr(data.BatchStream, "next_micro", lambda self: pytest.fail("a training step started"))
+    cases = SHAPE_MISTAKES[:-1] if script == "gstack" else SHAPE_MISTAKES  # gstack's --init_from: a base the flags grow
+    for flags, message in cases:
+        shape = base
+        if "--init_from" in flags:  # the checkpoint sets the shape: a --preset beside it is refused (its own case)
+            at = base.index("--preset")
+            shape = base[:at] + base[at + 2:]
+        argv = [a.format(root=tmp_path) for a in map(str, ["--data_dir", toy_data, *shape, "--out_dir", tmp_path / "out", *flags])]
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            module.cli(module.main)
+        err = capsys.readouterr().err.strip()
+        assert exit_.value.code == 2 and len(err.splitlines()) == 1, f"{flags}: {err}"
+        assert err.startswith(f"{script}.py: error: ") and message in err, f"{flags}: {err}"
+        assert not (tmp_path / "out").exists(), flags
+    if script == "inheritune":  # its --n_layer was the layers to inherit: the refusal says where that went
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", "--data_dir", str(toy_data), "--init_from", str(tmp_path / "v64.pt"),
+                                          "--n_layer", "1"])
+        with pytest.raises(SystemExit):
+            module.cli(module.main)
+        assert "leave out --n_layer (layers to inherit: --inherit_layers)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_shows_every_default_and_the_methods_flags_first(script, monkeypatch):
+    """--help ends each flag's help with its default, the ones the script sets for itself included; None and ''
+    mean "not given" and the help says what happens then. The script's own groups come before the shared ones."""
+    parser = script_parser(script, monkeypatch)
+    text = flat(parser.format_help())
+    checked = 0
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.default in (None, "", argparse.SUPPRESS):
+            continue
+        help_text = flat(action.help.replace("%%", "%"))
+        assert f"{help_text} (default: {train.show_default(action.default)})" in text, action.option_strings
+        checked += 1
+    assert checked >= 5
+    own = {"inheritune": ("--preset", "8L128H", "--batch_tokens", "4096", "--out_dir", "out_inheritune"),
+           "prune_tokenizer": ("--preset", "nano", "--batch_tokens", "4096", "--out_dir", "out_prune"),
+           "multiround": ("--max_tokens", "491520", "--out_dir", "out_multiround"),
+           "gstack": ("--max_tokens", "640000", "--out_dir", "out_gstack"), "patch_train": ("--out_dir", "out_patch"),
+           "train": ("--preset", "tiny", "--lr", "0.002", "--warmup_steps", "auto")}.get(script, ())
+    body = text.split("-h, --help show this help message and exit", 1)[1]  # past the usage line
+    for flag, value in zip(own[::2], own[1::2]):  # the script's set_defaults, as --help prints them
+        action = parser._option_string_actions[flag]
+        assert train.show_default(action.default) == value, flag
+        assert f"{flag} {flag[2:].upper()} {flat(action.help.replace('%%', '%'))} (default: {value})" in body, flag
+    titles = [g.title for g in parser._action_groups if g._group_actions]
+    if script not in ("train", "data"):
+        assert titles.index("model and data") > 1 and titles[1] not in ("model and data", "model shape"), titles
+
+
+@pytest.mark.parametrize("script, old, new, value, expected", [
+    ("gstack", "--grow_from", "init_from", "base.pt", "base.pt"),
+    ("inheritune", "--reference", "init_from", "ref.pt", "ref.pt"),
+    ("prune_tokenizer", "--checkpoint", "init_from", "ckpt.pt", "ckpt.pt"),
+    ("multiround", "--keep", "keep_fraction", "0.25", 0.25),
+    ("bench", "--json", "out_json", "b.json", "b.json"),
+    ("train", "--warmup_steps", "warmup_steps", "-1", -1),
+    ("train", "--warmup_steps", "warmup_steps", "auto", -1),
+    ("train", "--warmup_steps", "warmup_steps", "0", 0),
+    ("train", "--min_lr", "min_lr", "auto", -1.0),
+    ("patch_train", "--token_warmup_steps", "token_warmup_steps", "auto", -1),
+])
+def test_old_flag_names_still_parse_to_the_new_ones(script, old, new, value, expected, monkeypatch):
+    parser = script_parser(script, monkeypatch)
+    args = parser.parse_args([old, value])
+    assert getattr(args, new) == expected and type(getattr(args, new)) is type(expected)
+    if old != f"--{new}":  # --help lists the old name beside the new one
+        assert f"--{new} {new.upper()}, {old} {new.upper()}" in parser.format_help()
+    if script == "inheritune":  # the old --n_layer (layers to inherit) has a name of its own now
+        assert parser.parse_args(["--inherit_layers", "3", "--n_layer", "6"]).inherit_layers == 3
+
+
+def test_data_py_out_data_dir_is_the_old_out_dir_and_name(prepared, tmp_path, monkeypatch, capsys):
+    """--out_data_dir D/N writes the same data set as the old --out_dir D --name N."""
+    corpus = tmp_path / "corpus"
+    make_corpus(corpus, n_docs=12)
+    for flags in (["--out_data_dir", tmp_path / "new" / "set"], ["--out_dir", tmp_path / "old", "--name", "set"]):
+        monkeypatch.setattr(sys, "argv", ["data.py", "--input", str(corpus), "--tokenizer", "gpt2", "--num_proc", "1",
+                                          *map(str, flags)])
+        data.main()
+    for name in ("train.bin", "val.bin"):
+        assert (tmp_path / "new" / "set" / name).read_bytes() == (tmp_path / "old" / "set" / name).read_bytes()
+    assert load_meta(tmp_path / "new" / "set")["name"] == "set"
+
+
+REFUSED = [  # (script, flags, what the one line names): flags the script would otherwise ignore without a word
+    ("bench", ["--resume"], "--resume: not used by bench.py"),
+    ("bench", ["--max_steps", "3", "--log_every", "2"], "--max_steps and --log_every: not used by bench.py"),
+    ("prune_tokenizer", ["--lr", "0.1"], "--lr does not apply without --compare"),
+    ("prune_tokenizer", ["--compare_sizes", "300", "--max_tokens", "9"], "--compare_sizes and --max_tokens do not apply without"),
+    ("prune_tokenizer", ["--out_dir", "somewhere"], "--out_dir does not apply without --compare"),
+    ("prune_tokenizer", ["--compare", "--vocab_size", "300"], "--vocab_size does not apply with --compare"),
+    ("prune_tokenizer", ["--compare", "--checkpoint", "c.pt"], "--init_from does not apply with --compare"),
+    ("data", ["--max_docs", "5"], "--max_docs does not apply without --source"),
+    ("data", ["--raw_dtype", "uint32"], "--raw_dtype does not apply without --from_raw"),
+    ("data", ["--out_data_dir", "x/y", "--name", "z"], "give --out_data_dir, or the old --out_dir and --name, not both"),
+]
+
+
+@pytest.mark.parametrize("script, flags, message", REFUSED)
+def test_scripts_refuse_flags_they_would_ignore(script, flags, message, toy_data, tmp_path, monkeypatch, capsys):
+    module = importlib.import_module(script)
+    base = {"bench": ["--data_dir", toy_data, *SMALL_bench, "--out_dir", tmp_path / "out"],
+            "prune_tokenizer": ["--data_dir", toy_data, *([] if "--compare" in flags else ["--out_data_dir", tmp_path / "out"])],
+            "data": ["--num_proc", "1"]}[script]
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, base), *flags])
+    monkeypatch.chdir(tmp_path)  # data.py's default folder, were anything written
+    with pytest.raises(SystemExit) as exit_:
+        module.main() if script == "data" else module.cli(module.main)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1 and err.startswith(f"{script}.py: error: "), err
+    assert message in err, err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def assert_plot(path, size=(480, 720)):
+    """A PNG that matplotlib reads back: the size train.plot_curves draws (6 x 4 in at 120 dpi), and not blank."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import matplotlib.image
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    image = matplotlib.image.imread(path)
+    assert image.shape[:2] == size and image.shape[2] in (3, 4), (path, image.shape)
+    assert image[..., :3].std() > 0.05, path  # lines and labels on white, not an empty canvas

@@ -14,6 +14,7 @@ evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpo
 """
 import argparse
 import ctypes
+import dataclasses
 import functools
 import gc
 import glob
@@ -76,23 +77,88 @@ def cli(main):
         sys.exit(code)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help keeps the docstring's layout and ends each flag's help with its default, including the defaults a
+    script sets for itself (parser.set_defaults); a default of None or '' is described by the help text itself."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.nargs == 0 or action.default in (None, "", argparse.SUPPRESS) or "%(default)" in text:
+            return text  # switches, and defaults that mean "not given"
+        return text + f" (default: {show_default(action.default)})".replace("%", "%%")
+
+
+def show_default(value):
+    """A default as a person would type it: 0.666667 not 0.6666666666666666, a list as its items."""
+    if isinstance(value, (list, tuple)):
+        return " ".join(map(show_default, value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def auto(kind, auto_value=-1):
+    """argparse type for flags whose derived default is 'auto' (0 is a real value there: no warmup, decay to 0);
+    'auto' and the old -1 both give auto_value."""
+    def parse(text):
+        return kind(auto_value) if text in ("auto", "-1") else kind(text)  # -1.0 for a float flag, -1 for an int
+    parse.__name__ = kind.__name__  # argparse names the type in its "invalid int value" message
+    return parse
+
+
+ALIASES = {}  # new flag -> its old names, for given()
+
+
+def alias(parser, flag, *old):
+    """Old names of a flag keep working (old commands still run); --help lists them beside the new name."""
+    action = parser._option_string_actions[flag]
+    for name in old:
+        action.option_strings.append(name)
+        parser._option_string_actions[name] = action
+    ALIASES.setdefault(flag, []).extend(old)
+
+
+# The model-shape flags: each overrides the preset's field of the same name (0 or unset: the preset's value).
+SHAPE_FLAGS = ("flavour", "n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden", "untie_embeddings", "dropout",
+               "rope_theta")
+
+
 def add_train_args(parser):
+    # Conventions: a flag whose default is derived says so as "0: ..." where 0 means nothing else (sizes, learning
+    # rates), and as "auto" where 0 is a value of its own (warmup steps, min_lr).
     g = parser.add_argument_group("model and data")
     g.add_argument("--data_dir", default="data/stdlib", help="folder with train.bin, val.bin, meta.json (made by data.py)")
-    g.add_argument("--preset", default="tiny", help="model shape: nano, tiny, tiny-gpt2, small, gpt2[-medium|-large|-xl], llama-370m, ..., or 'NLdH' e.g. 6L2048H")
+    g.add_argument("--preset", default="tiny", help="model shape: nano, tiny, tiny-gpt2, small, gpt2[-medium|-large|-xl], "
+                   "llama-370m, ..., or 'NLdH' (N layers, hidden d, llama; heads of 128 when 128 divides d, else "
+                   "d // 64 heads: 6L2048H has 16 heads, 2L96H one)")
     g.add_argument("--block_size", type=int, default=0, help="positions the model covers (0: the preset's)")
     g.add_argument("--init_from", default="", help="start from this checkpoint (ckpt.pt of this repo) or Hugging Face folder instead of --preset")
     g.add_argument("--out_dir", default="out", help="checkpoints and log.jsonl go here")
+    g = parser.add_argument_group("model shape", "each overrides the --preset's value (0 or unset: the preset's); "
+                                  "not with --init_from, whose checkpoint fixes the shape")
+    g.add_argument("--flavour", choices=["gpt2", "llama"], default=None, help="architecture (model.py's docstring); "
+                   "default: the preset's")
+    g.add_argument("--n_layer", type=int, default=0, help="transformer blocks (0: the preset's)")
+    g.add_argument("--n_head", type=int, default=0, help="query heads; head dim = n_embd / n_head (0: the preset's)")
+    g.add_argument("--n_kv_head", type=int, default=0, help="key/value heads, a divisor of n_head: grouped-query "
+                   "attention, llama only (0: the preset's)")
+    g.add_argument("--n_embd", type=int, default=0, help="hidden size (0: the preset's)")
+    g.add_argument("--ffn_hidden", type=int, default=0, help="MLP hidden size (0: the preset's; when --n_embd or "
+                   "--flavour changes it, the flavour's rule: 4 x n_embd, or llama's 8/3 x n_embd rounded up to 256)")
+    g.add_argument("--untie_embeddings", action="store_true", help="llama: an output head of its own instead of the "
+                   "token embedding (default: the preset's, tied except llama-370m and larger)")
+    g.add_argument("--dropout", type=float, default=None, help="dropout on attention, residual branches and embeddings "
+                   "(default: the preset's, 0 in every preset)")
+    g.add_argument("--rope_theta", type=float, default=None, help="llama: base of the rotary position frequencies "
+                   "(default: the preset's, 10000)")
     g = parser.add_argument_group("batch and budget")
     g.add_argument("--seq_len", type=int, default=256, help="tokens per training row")
     g.add_argument("--batch_tokens", type=int, default=8192, help="tokens per optimizer step, over all processes; gradient accumulation is derived from it")
     g.add_argument("--micro_batch", type=int, default=16, help="rows per forward pass per process")
     g.add_argument("--max_tokens", type=int, default=1_000_000, help="training budget in tokens")
-    g.add_argument("--max_steps", type=int, default=0, help="training budget in optimizer steps (overrides --max_tokens)")
+    g.add_argument("--max_steps", type=int, default=0, help="training budget in optimizer steps (0: from --max_tokens)")
     g = parser.add_argument_group("optimizer")
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    g.add_argument("--min_lr", type=float, default=-1, help="final learning rate of the cosine (-1: lr/10)")
-    g.add_argument("--warmup_steps", type=int, default=-1, help="linear warmup steps (-1: 5%% of the steps)")
+    g.add_argument("--min_lr", type=auto(float), default="auto", help="final learning rate of the cosine (auto: lr/10)")
+    g.add_argument("--warmup_steps", type=auto(int), default="auto", help="linear warmup steps (auto: 5%% of the steps)")
     g.add_argument("--schedule", choices=["cosine", "constant"], default="cosine", help="after warmup: cosine decay to min_lr, or constant lr")
     g.add_argument("--weight_decay", type=float, default=0.1, help="AdamW weight decay on matrices and embeddings (not norms, biases)")
     g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1")
@@ -115,6 +181,24 @@ def add_train_args(parser):
     g.add_argument("--activation_checkpointing", action="store_true",
                    help="recompute each block's activations in backward: less memory, ~1/3 more compute")
     return parser
+
+
+def set_help(parser, **helps):
+    """A script's own wording of a shared flag's help (gstack: --preset is the target's shape)."""
+    for action in parser._actions:
+        if action.dest in helps:
+            action.help = helps[action.dest]
+
+
+def given_flags(parser, dests):
+    """The flags among dests that are on the command line (by any of their names), for refusing ignored flags."""
+    return [a.option_strings[0] for a in parser._actions if a.dest in dests and any(map(given, a.option_strings))]
+
+
+def refuse(flags, why):
+    """One line naming flags a script would ignore, instead of ignoring them without a word."""
+    if flags:
+        raise UsageError(f"{' and '.join(flags)} {'does' if len(flags) == 1 else 'do'} not apply {why}")
 
 
 @dataclass
@@ -259,8 +343,10 @@ def model_from_checkpoint(path, flag="--init_from"):
 
 
 def given(flag):
-    """Whether --flag is on the command line, as `--flag V` or `--flag=V`: for flags whose default is a value."""
-    return any(a == flag or a.startswith(flag + "=") for a in sys.argv[1:])
+    """Whether --flag (or an old name of it) is on the command line, as `--flag V` or `--flag=V`: for flags whose
+    default is a value."""
+    names = [flag, *ALIASES.get(flag, [])]
+    return any(a == n or a.startswith(n + "=") for a in sys.argv[1:] for n in names)
 
 
 def check_seq_len(args, model):
@@ -282,10 +368,71 @@ def tokenizer_problem(model, source, data_dir):
         return f"{source} was trained on data of another tokenizer (fingerprint {seen}; the data in {data_dir}: {here})"
 
 
+def shape_flags_given():
+    """The model-shape flags on the command line (SHAPE_FLAGS), as --names."""
+    return [f"--{f}" for f in SHAPE_FLAGS if given(f"--{f}")]
+
+
+def model_config(args, vocab_size, fields=None):
+    """GPTConfig of --preset (or of the config `fields`, e.g. the base gstack grows), with --block_size and the
+    model-shape flags on top. Every problem, naming its flag, in one UsageError."""
+    source = f"--preset {args.preset}" if fields is None else "the model"
+    try:
+        shape = dict(fields) if fields is not None else GPTConfig.preset_fields(args.preset)
+    except ValueError as e:
+        raise UsageError(f"--preset: {e}") from None
+    defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
+    shape = {**defaults, **shape, "vocab_size": vocab_size}
+    flags = {f: getattr(args, f, None) for f in SHAPE_FLAGS}  # absent from hand-made Namespaces: the preset's
+    sizes = ("n_layer", "n_head", "n_kv_head", "n_embd", "ffn_hidden")
+    problems = [f"--{f} {flags[f]} must not be negative (0: the preset's)" for f in sizes if (flags[f] or 0) < 0]
+    if flags["dropout"] is not None and not 0 <= flags["dropout"] < 1:
+        problems.append(f"--dropout {flags['dropout']} must lie in [0, 1)")
+    if flags["rope_theta"] is not None and flags["rope_theta"] <= 0:
+        problems.append(f"--rope_theta {flags['rope_theta']} must be positive")
+    if problems:
+        raise UsageError("; ".join(problems))
+    new = {f: v for f, v in flags.items() if v not in (None, 0, False) and f != "untie_embeddings"}
+    if getattr(args, "block_size", 0):
+        new["block_size"] = args.block_size
+    if flags["untie_embeddings"]:
+        new["tie_embeddings"] = False
+    if ("n_embd" in new or new.get("flavour", shape["flavour"]) != shape["flavour"]) and "ffn_hidden" not in new:
+        new["ffn_hidden"] = 0  # the preset's MLP width belongs to its width and flavour: take the flavour's rule
+    shape.update(new)
+
+    def name(f):  # a field as the user set it, or where it came from
+        return f"--{f} {shape[f]}" if f in new else f"{f} {shape[f]} ({source})"
+    c = shape
+    if all(c[f] > 0 for f in ("n_layer", "n_head", "n_embd")) and c["n_kv_head"] >= 0:  # else GPTConfig names the size
+        kv = c["n_kv_head"] or c["n_head"]
+        if c["n_embd"] % c["n_head"]:
+            problems.append(f"{name('n_embd')} is not divisible by {name('n_head')}")
+        elif c["flavour"] == "llama" and (c["n_embd"] // c["n_head"]) % 2:  # RoPE rotates pairs of channels
+            by = " and ".join(f"--{f}" for f in ("n_embd", "n_head") if f in new) or source
+            problems.append(f"head dim n_embd / n_head = {c['n_embd']} / {c['n_head']} = {c['n_embd'] // c['n_head']} is odd "
+                            f"({by}); rotary positions need an even head dim")
+        if c["n_head"] % kv:
+            problems.append(f"{name('n_head')} is not divisible by {name('n_kv_head') if c['n_kv_head'] else f'n_kv_head {kv}'}")
+        if c["flavour"] == "gpt2" and kv != c["n_head"]:
+            problems.append(f"{name('n_kv_head')}: the gpt2 flavour has no grouped-query attention")
+    if c["flavour"] == "gpt2" and not c["tie_embeddings"]:
+        problems.append(f"{'--untie_embeddings' if flags['untie_embeddings'] else source}: the gpt2 flavour always ties "
+                        "the embedding and the head")
+    if c["flavour"] == "gpt2" and "rope_theta" in new:
+        problems.append("--rope_theta: the gpt2 flavour has learned positions, not rotary ones")
+    if problems:
+        raise UsageError("; ".join(problems))
+    try:
+        return GPTConfig(**shape)
+    except ValueError as e:  # what is left: sizes of the preset itself (4L0H)
+        raise UsageError(f"{source}: {e}") from None
+
+
 def build_model(args, vocab_size):
-    """A fresh model from --preset, or the weights of --init_from; its tokenizer must be the data's."""
+    """A fresh model from --preset and the shape flags, or the weights of --init_from; its tokenizer must be the data's."""
     if args.init_from:
-        ignored = [f for f in ("--preset", "--block_size") if given(f)]
+        ignored = [f for f in ("--preset", "--block_size") if given(f)] + shape_flags_given()
         if ignored:  # the checkpoint fixes the shape; applying them would load weights into another model
             raise UsageError(f"--init_from {args.init_from} sets the model's shape: leave out {' and '.join(ignored)}")
         model = model_from_checkpoint(args.init_from)
@@ -293,14 +440,7 @@ def build_model(args, vocab_size):
         if problem:
             raise UsageError(problem)
         return model
-    overrides = {"vocab_size": vocab_size}
-    if args.block_size:
-        overrides["block_size"] = args.block_size
-    try:
-        cfg = GPTConfig.from_preset(args.preset, **overrides)
-    except ValueError as e:
-        raise UsageError(f"--preset: {e}")
-    return fresh_model(cfg, args)
+    return fresh_model(model_config(args, vocab_size), args)
 
 
 def fresh_model(cfg, args):
@@ -331,6 +471,11 @@ def check_args(args, ctx, seq_len=None, micro_batch=None):
         problems.append(f"--max_tokens {args.max_tokens} is less than one step (--batch_tokens {args.batch_tokens})")
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         problems.append(f"--out_dir {args.out_dir} is a file, not a folder")
+    if not getattr(args, "init_from", "") and getattr(args, "preset", None):  # gstack's target may be None: it checks its own
+        try:
+            model_config(args, vocab_size=1)  # the shape checks do not depend on the vocabulary
+        except UsageError as e:
+            problems.append(str(e))
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -601,6 +746,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     print0(f"training {model.num_params():,} parameters for {max_steps} steps of {args.batch_tokens:,} tokens "
            f"({micro_batch} x {seq_len} x {accum} accumulation x {ctx.world} processes) -> {out_dir}")
     t0, window_tokens, window_steps, loss_sum = time.perf_counter(), 0, 0, torch.zeros((), device=ctx.device)
+    t_start, step_start = t0, step  # for the ETA: wall time per step of this process, evaluations included
     while step < max_steps:
         step_lr = get_lr(schedule_offset + step, schedule_steps, lr, min_lr, warmup, schedule or args.schedule)
         for group in optimizer.param_groups:
@@ -643,7 +789,9 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                 fields.update(val_loss=ev["loss"], val_bpb=ev["bpb"], eval_s=time.perf_counter() - t_eval)
                 t0 = time.perf_counter()  # the clock measures training only
             fields = record(**fields)
-            print0(" | ".join(f"{k} {v:,.0f}" if k in ("tokens", "tok_per_s") else f"{k} {v:.4g}" for k, v in fields.items()))
+            eta = (time.perf_counter() - t_start) / (step - step_start) * (max_steps - step)
+            print0(" | ".join(f"{k} {v:,.0f}" if k in ("tokens", "tok_per_s") else f"{k} {v:.4g}" for k, v in fields.items())
+                   + f" | eta {data.format_duration(eta)}")
             if last:
                 summary = dict(val_loss=fields["val_loss"], val_bpb=fields["val_bpb"], tokens=tokens_seen, steps=step,
                                flops=tokens_seen * flops_per_token, wall_s=elapsed, tok_per_s=tokens_seen / elapsed,
@@ -725,7 +873,7 @@ def export_hf(args, ctx, vocab_size):
 
 
 def main():
-    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter))
     parser.add_argument("--sample", default=None, help="print a continuation of this prompt from --init_from (or out_dir/ckpt.pt) and exit")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
