@@ -34,7 +34,7 @@ import data
 from model import GPT
 from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, cli, evaluate, given,
                    model_from_checkpoint, print0, set_help, setup, shape_flags_given, token_loss, tokenizer_problem,
-                   train, whole)
+                   train, plot_curves, val_curve, whole)
 
 LAYER_CHOICES = ("first", "last", "even", "ends")
 
@@ -351,6 +351,10 @@ def main():
     if args.mode == "v2":
         print0(f"search over depth: {' -> '.join(f'n={n} {loss:.4f}' for n, loss in history)}; reference ({k} layers) {reference_loss:.4f}: "
                + (f"matched at n={final_n}" if matched else f"not matched, even at n={final_n}"))
+    if ctx.master and args.compare:  # val loss against each run's own training FLOPs (the reference's not added)
+        trained = [r["run"] for r in rows if os.path.isfile(os.path.join(args.out_dir, r["run"], "log.jsonl"))]
+        plot_curves({name: val_curve([os.path.join(args.out_dir, name)], [10**12]) for name in trained},
+                    os.path.join(args.out_dir, "compare.png"), f"inheritune {args.mode}: inherited vs random init")
     if ctx.master:
         with open(os.path.join(args.out_dir, "results.json"), "w") as f:
             json.dump(dict(args=vars(args), reference_loss=reference_loss, rows=rows), f, indent=2)

@@ -34,7 +34,8 @@ from tiktoken.load import load_tiktoken_bpe
 import data
 from model import GPT, GPTConfig
 from train import (SHAPE_FLAGS, HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, cli, given_flags,
-                   load_checkpoint, model_config, model_from_checkpoint, print0, refuse, save_checkpoint, set_help, setup, train)
+                   load_checkpoint, model_config, model_from_checkpoint, plot_curves, print0, refuse, save_checkpoint,
+                   set_help, setup, train, val_curve)
 
 SP_NORMAL, SP_BPE = 1, 2  # sentencepiece ModelProto enums: piece type NORMAL, model type BPE
 
@@ -321,7 +322,7 @@ def compare(args, ctx):
         runs.append((f"{os.path.basename(args.compare_reference.rstrip('/'))} (trained on the corpus)", args.compare_reference))
     if dist.is_initialized():
         dist.barrier()  # rank 0 wrote the data folders
-    rows = []
+    rows, curves = [], {}
     for name, data_dir in runs:
         meta = data.load_meta(data_dir)
         train_tpb, val_tpb = (meta[s]["tokens"] / meta[s]["bytes"] for s in ("train", "val"))
@@ -331,6 +332,9 @@ def compare(args, ctx):
         model = build_model(run_args, meta["vocab_size"])
         summary = train(model, run_args, ctx, out_dir=os.path.join(args.out_dir, os.path.basename(data_dir.rstrip("/"))),
                         max_tokens=steps * args.batch_tokens)
+        out_dir = os.path.join(args.out_dir, os.path.basename(data_dir.rstrip("/")))
+        # bits per byte against bytes of text: the two axes on which tokenizers compare
+        curves[name] = val_curve([out_dir], [summary["steps"]], x="tokens", y="val_bpb", x_scale=1 / train_tpb)
         emb, total = embedding_params(args, meta["vocab_size"])
         rows.append((name, meta["vocab_size"], meta.get("pruned", {}).get("coverage", 1.0 if "gpt2" == name else math.nan), train_tpb, val_tpb, emb, total,
                      summary["tokens"], summary["tokens"] / train_tpb, summary["val_bpb"], summary["wall_s"]))
@@ -343,6 +347,9 @@ def compare(args, ctx):
     print0("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for line in lines[1:]:
         print0("| " + " | ".join(line) + " |")
+    if ctx.master:
+        plot_curves(curves, os.path.join(args.out_dir, "compare.png"), f"preset {args.preset}, one model per tokenizer",
+                    xlabel="bytes of training text", ylabel="val bits per byte")
     return rows
 
 

@@ -2810,3 +2810,19 @@ def assert_plot(path, size=(480, 720)):
     image = matplotlib.image.imread(path)
     assert image.shape[:2] == size and image.shape[2] in (3, 4), (path, image.shape)
     assert image[..., :3].std() > 0.05, path  # lines and labels on white, not an empty canvas
+
+
+def test_inheritune_and_prune_compare_write_their_plots(toy_data_inh, tmp_path, monkeypatch):
+    """inheritune --compare: val loss of every trained run against its FLOPs; prune_tokenizer --compare: val bits
+    per byte against bytes of training text, one line per tokenizer."""
+    out = tmp_path / "inh"
+    run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--max_tokens", str(256 * 8),
+                 *SMALL, "--compare", "--eval_every", "4")
+    assert_plot(out / "compare.png")
+    gpt2_or_skip()
+    make_corpus(tmp_path / "docs", n_docs=40)
+    prepare([str(tmp_path / "docs")], out_dir=str(tmp_path), name="g", tokenizer="gpt2", num_proc=1)
+    run("prune_tokenizer.py", "--compare", "--compare_data_dir", tmp_path / "g", "--compare_sizes", 300,
+        "--compare_reference", "", "--compare_bytes", 8000, "--eval_bytes", 2000, "--out_dir", tmp_path / "pr",
+        "--preset", "nano", "--seq_len", 32, "--batch_tokens", 512, "--micro_batch", 8, "--eval_every", 2)
+    assert_plot(tmp_path / "pr" / "compare.png")

@@ -806,21 +806,23 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     raise UsageError(f"nothing to train: the budget is {max_steps} steps")
 
 
-def val_curve(out_dirs, steps):
-    """(cumulative FLOPs, val loss) points from the log.jsonl of consecutive runs (phases) out_dirs, each ending at
-    its final step. A resumed run logs some steps twice: the later line wins; lines past a run's final step
-    come from an older run in the same folder and are dropped."""
+def val_curve(out_dirs, steps, x="flops", y="val_loss", x_scale=1.0):
+    """(cumulative x, y) points, by default (FLOPs, val loss), from the log.jsonl of consecutive runs (phases)
+    out_dirs, each ending at its final step; x is multiplied by x_scale (e.g. tokens -> bytes of text). A resumed
+    run logs some steps twice: the later line wins; lines past a run's final step come from an older run in the
+    same folder and are dropped."""
     points, offset = [], 0.0
     for out_dir, last_step in zip(out_dirs, steps):
         with open(os.path.join(out_dir, "log.jsonl")) as f:  # a later line of the same step wins
-            rows = {row["step"]: row for row in map(json.loads, f) if "val_loss" in row and row["step"] <= last_step}
-        points += [(offset + r["flops"], r["val_loss"]) for _, r in sorted(rows.items())]
+            rows = {row["step"]: row for row in map(json.loads, f) if y in row and row["step"] <= last_step}
+        points += [(offset + r[x] * x_scale, r[y]) for _, r in sorted(rows.items())]
         offset = points[-1][0] if points else offset
     return points
 
 
-def plot_curves(curves, path, title=""):
-    """Val loss against training FLOPs, one line per run, as a PNG; matplotlib is optional."""
+def plot_curves(curves, path, title="", xlabel="training FLOPs", ylabel="val loss"):
+    """One line per run ({name: points}) as a PNG, by default val loss against training FLOPs; matplotlib is
+    optional."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # no display needed
@@ -830,7 +832,7 @@ def plot_curves(curves, path, title=""):
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, points in curves.items():
         ax.plot(*zip(*points), marker=".", label=name)
-    ax.set(xlabel="training FLOPs", ylabel="val loss", title=title)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
