@@ -5,6 +5,8 @@ match bit for bit after a kill, files that must be byte-identical."""
 import base64
 import json
 import os
+import functools
+import re
 import shutil
 import signal
 import socket
@@ -2826,3 +2828,55 @@ def test_inheritune_and_prune_compare_write_their_plots(toy_data_inh, tmp_path, 
         "--compare_reference", "", "--compare_bytes", 8000, "--eval_bytes", 2000, "--out_dir", tmp_path / "pr",
         "--preset", "nano", "--seq_len", 32, "--batch_tokens", 512, "--micro_batch", 8, "--eval_every", 2)
     assert_plot(tmp_path / "pr" / "compare.png")
+
+
+README_SCRIPTS = {p.name for p in ROOT.glob("*.py")} | {"slurm.sbatch"}
+
+
+def readme_commands(text):
+    """Every command of README.md's code blocks that runs a script of this repository, as argv lists:
+    continuation lines joined, comments dropped, `&&`-chains split."""
+    import shlex
+    commands = []
+    for block in re.findall(r"^```[a-z]*\n(.*?)^```", text, re.S | re.M):
+        for line in block.replace("\\\n", " ").splitlines():
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:  # not shell (a Python snippet)
+                continue
+            while words:
+                cut = words.index("&&") if "&&" in words else len(words)
+                commands.append(words[:cut])
+                words = words[cut + 1:]
+    return [c for c in commands if any(Path(w).name in README_SCRIPTS for w in c)]
+
+
+@functools.lru_cache(maxsize=None)
+def script_flags(script):
+    """The flags a script's --help lists, read in this process (its module is imported already)."""
+    import contextlib
+    import io
+    module, out, argv = importlib.import_module(Path(script).stem), io.StringIO(), sys.argv
+    try:
+        sys.argv = [script, "--help"]
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            module.main()
+    finally:
+        sys.argv = argv
+    return set(re.findall(r"(--[a-z_0-9]+)", out.getvalue()))
+
+
+def test_readme_commands_name_real_scripts_and_flags():
+    """Each command README shows runs a script that exists, with flags that script's --help lists (a renamed flag
+    or a deleted script fails here, not on a user's machine)."""
+    commands = readme_commands((ROOT / "README.md").read_text())
+    assert len(commands) > 20
+    problems = []
+    for words in commands:
+        scripts = [w for w in words if w.endswith(".py") and Path(w).name in README_SCRIPTS]
+        if not scripts:  # slurm.sbatch with a script after it is checked through that script
+            continue
+        script = scripts[-1]
+        flags = [w.split("=")[0] for w in words[words.index(script) + 1:] if w.startswith("--")]
+        problems += [f"{' '.join(words)}: {script} has no {f}" for f in flags if f not in script_flags(script)]
+    assert not problems, "\n".join(problems)
