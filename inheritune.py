@@ -25,25 +25,28 @@ continues in the right one and finished ones return at once.
 import argparse
 import dataclasses
 import json
+import math
 import os
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 import data
 from model import GPT
 from train import (UsageError, add_train_args, build_model, check_args, cli, evaluate, model_from_checkpoint, print0, setup,
                    token_loss, tokenizer_problem, train, whole)
 
-LAYER_CHOICES = ("first", "last", "even", "ends")
+LAYER_CHOICES = ("first", "last", "even", "ends", "importance")
 
 
 # --- depth: which reference blocks to keep ---------------------------------------------------------------
-def choose_layers(n_ref, n, how="first"):
+def choose_layers(n_ref, n, how="first", importance=None):
     """Indices of the n reference layers (of n_ref) to inherit. first: 0..n-1 (Inheritune's step 1, the
     default); last: the top n (the paper's 'lazy layers' ablation, which behaves like random init);
     even: evenly spaced from the first to the last layer; ends: the first ceil(n/2) and the last
-    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most).
+    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most); importance: the n
+    layers with the largest importance[i] (block_importance: the loss rise when layer i is skipped), in order.
     Any choice is sound here because no layer depends on its index (model.py refuses GPT-2's
     scale_attn_by_inverse_layer_idx, under which only a prefix would keep each layer's scaling)."""
     if how == "first":
@@ -55,7 +58,33 @@ def choose_layers(n_ref, n, how="first"):
     if how == "ends":
         n_front = (n + 1) // 2
         return list(range(n_front)) + list(range(n_ref - (n - n_front), n_ref))
+    if how == "importance":
+        if importance is None or len(importance) != n_ref:
+            raise ValueError(f"--layers importance needs one score per reference layer ({n_ref})")
+        return sorted(torch.tensor(importance, dtype=torch.float64).topk(n).indices.tolist())
     raise ValueError(f"unknown layer choice {how!r}: choose {', '.join(LAYER_CHOICES)} or a list like 0,1,7")
+
+
+@torch.no_grad()
+def block_importance(model, batches, loss_fn=token_loss):
+    """PanGu-pi Pro's layer-skipping criterion (Tang et al. 2024, sec. 3.3): for each block i, the rise of the mean
+    loss over `batches` when block i is skipped, L(all blocks but i) - L(all blocks). Skipping a pre-norm block is
+    dropping it from the list: the residual stream passes through unchanged. A block that adds nothing scores 0."""
+    def mean_loss():
+        return sum(loss_fn(model, b).item() for b in batches) / len(batches)
+
+    blocks, was_training = model.blocks, model.training
+    model.eval()
+    try:
+        full = mean_loss()
+        rises = []
+        for i in range(len(blocks)):
+            model.blocks = nn.ModuleList(b for j, b in enumerate(blocks) if j != i)
+            rises.append(mean_loss() - full)
+    finally:  # the model leaves with all its blocks, whatever happened
+        model.blocks = blocks
+        model.train(was_training)
+    return rises
 
 
 def layer_problem(layers, n_ref):
@@ -136,6 +165,76 @@ def taylor_scores(model, batches, loss_fn=token_loss):
     scores = group_sums(model, {n: p.detach() * p.grad for n, p in model.named_parameters()})
     model.zero_grad(set_to_none=True)
     return {group: s.abs() for group, s in scores.items()}
+
+
+def hard_concrete(log_alpha, noise, beta=2 / 3, low=-0.1, high=1.1):
+    """The hard-concrete gate (Louizos et al. 2018, sec. 4), the relaxation used here for learned masks:
+    z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (high - low) + low, 0, 1) with u = noise ~ U(0,1),
+    so z is exactly 0 or 1 with positive probability and differentiable in log_alpha in between.
+    Returns (z, P(z > 0) = sigmoid(log_alpha - beta log(-low/high))), the second the expected kept fraction."""
+    z = torch.sigmoid((noise.log() - (1 - noise).log() + log_alpha) / beta) * (high - low) + low
+    return z.clamp(0, 1), torch.sigmoid(log_alpha - beta * math.log(-low / high))
+
+
+def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, penalty=10.0, seed=0,
+                        loss_fn=token_loss):
+    """PanGu-pi Pro's learnable criterion (Tang et al. 2024, sec. 3.3), as hard-concrete masks: with the model
+    frozen, learn one gate logit per kv group (whole GQA groups) and per FFN channel in each layer, and one per
+    hidden channel shared by the residual stream (embeddings, every norm and every residual branch), on
+    LM loss + penalty * sum over masks of ((expected kept - target) / size)^2; targets are n_head query heads,
+    ffn_hidden channels and n_head * head_dim hidden channels, as reduce_width keeps. A family already at its
+    full size is not learned (scores of 1). Returns {group: logit}, the scores reduce_width takes the top-k of.
+    The hidden mask zeroes channels but the norms still average over all of them: a relaxation."""
+    cfg = model.config
+    per_group, device = cfg.n_head // cfg.n_kv_head, next(model.parameters()).device
+    sizes = {"hidden": (cfg.n_embd, n_head * cfg.head_dim), "heads": (cfg.n_kv_head, n_head // per_group),
+             "ffn": (cfg.ffn_hidden, ffn_hidden)}
+    groups = ["hidden"] + [f"{kind}.{i}" for i in range(cfg.n_layer) for kind in ("heads", "ffn")]
+    logits = {g: torch.zeros(sizes[g.split(".")[0]][0], device=device, requires_grad=True) for g in groups
+              if sizes[g.split(".")[0]][1] < sizes[g.split(".")[0]][0]}  # log_alpha 0: every gate starts half open
+    gates = {}  # this step's sampled gates, read by the hooks
+
+    def scale_input(group, repeat):
+        return lambda module, args: (args[0] * gates[group].repeat_interleave(repeat),)
+
+    def scale_output(module, args, out):
+        return out * gates["hidden"]
+
+    hooks = []
+    for i, block in enumerate(model.blocks):  # a head's output enters proj as its head_dim columns
+        if f"heads.{i}" in logits:
+            hooks.append(block.attn.proj.register_forward_pre_hook(scale_input(f"heads.{i}", per_group * cfg.head_dim)))
+        if f"ffn.{i}" in logits:
+            hooks.append(block.mlp.proj.register_forward_pre_hook(scale_input(f"ffn.{i}", 1)))
+    if "hidden" in logits:  # every writer to the residual stream, and every norm (a LayerNorm's bias would leak)
+        writers = [model.wte, model.wpe, model.ln_f] + [m for b in model.blocks for m in (b.ln_1, b.ln_2, b.attn.proj, b.mlp.proj)]
+        hooks += [m.register_forward_hook(scale_output) for m in writers if m is not None]
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    was_training, generator = model.training, torch.Generator().manual_seed(seed)
+    model.eval()
+    try:
+        optimizer = torch.optim.Adam(logits.values(), lr=lr)
+        for step in range(steps):
+            size_loss = 0.0
+            for g, log_alpha in logits.items():
+                noise = torch.rand(log_alpha.shape, generator=generator).clamp(1e-6, 1 - 1e-6).to(device)
+                gates[g], kept = hard_concrete(log_alpha, noise)
+                full, target = sizes[g.split(".")[0]]
+                size_loss = size_loss + ((kept.sum() - target) / full) ** 2
+            loss = loss_fn(model, batches[step % len(batches)]) + penalty * size_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for h in hooks:
+            h.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    ones = {"hidden": torch.ones(cfg.n_embd), "heads": torch.ones(cfg.n_kv_head), "ffn": torch.ones(cfg.ffn_hidden)}
+    return {g: logits[g].detach().cpu() if g in logits else ones[g.split(".")[0]] for g in groups}
 
 
 def reduce_width(model, n_head, ffn_hidden, scores):

@@ -36,9 +36,12 @@ from tiktoken.load import load_tiktoken_bpe  # noqa: E402
 from tiktoken_ext.openai_public import r50k_pat_str  # noqa: E402
 import prune_tokenizer as pt  # noqa: E402
 import inheritune  # noqa: E402
-from inheritune import choose_layers, inherit_layers, inheritune_v2, layer_problem, reduce_width, taylor_scores, weight_norm_scores  # noqa: E402
+from inheritune import (block_importance, choose_layers, inherit_layers, inheritune_v2, layer_problem, learned_mask_scores,  # noqa: E402
+                        reduce_width, taylor_scores, weight_norm_scores, width_slices)
 from train import UsageError  # noqa: E402
 import argparse  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import math  # noqa: E402
 import gstack  # noqa: E402
@@ -1029,7 +1032,7 @@ def reference(shape, seed=0):
 @pytest.mark.parametrize("how", inheritune.LAYER_CHOICES)
 def test_inherited_weights_are_the_chosen_reference_weights(shape, how):
     ref = reference(shape)
-    layers = choose_layers(5, 3, how)
+    layers = choose_layers(5, 3, how, importance=[0.3, 0.1, 0.5, 0.2, 0.4])
     student = inherit_layers(ref, layers)
     assert student.config.n_layer == len(student.blocks) == 3
     assert GPT(GPTConfig(**student.model_args())).load_state_dict(student.state_dict())  # rebuilds from model_args
@@ -1056,10 +1059,14 @@ def test_layer_choices_and_their_problems():
     assert choose_layers(8, 4, "last") == [4, 5, 6, 7]
     assert choose_layers(8, 4, "even") == [0, 2, 5, 7]
     assert choose_layers(8, 5, "ends") == [0, 1, 2, 6, 7]
+    assert choose_layers(6, 3, "importance", [0.9, 0.0, 0.2, 0.7, -0.1, 0.3]) == [0, 3, 5]  # top 3, in layer order
+    with pytest.raises(ValueError, match="one score per reference layer"):
+        choose_layers(6, 3, "importance")
     for k in range(1, 13):
         for n in range(1, k + 1):
             for how in inheritune.LAYER_CHOICES:
-                assert layer_problem(choose_layers(k, n, how), k) is None, (k, n, how)
+                importance = torch.randn(k, generator=torch.Generator().manual_seed(k)).tolist()
+                assert layer_problem(choose_layers(k, n, how, importance), k) is None, (k, n, how)
     assert "repeat" in layer_problem([0, 1, 1], 4)
     assert "outside 0..3" in layer_problem([0, 4], 4)
     assert "outside" in layer_problem([-1], 4)
@@ -1184,6 +1191,100 @@ def test_dead_heads_and_channels_score_zero_and_go_first(shape):
         torch.testing.assert_close(narrow(idx)[0], ref(idx)[0], rtol=1e-5, atol=1e-5)
         narrow, keep = reduce_width(ref, cfg.n_head - per_group, cfg.ffn_hidden, scores)
         assert all(0 not in keep[f"heads.{i}"] for i in range(cfg.n_layer))
+
+
+TIED = {"gpt2": SHAPES["gpt2"], "llama_gqa_tied": {**SHAPES["llama_gqa_untied"], "tie_embeddings": True}}
+
+
+def score_windows(n=4, seed=5):
+    """n batches [16, 25] of the toy language, apart from fit()'s training and evaluation windows."""
+    tokens = torch.from_numpy(markov_tokens(400 * n, seed=seed))
+    return [tokens[i * 400:(i + 1) * 400].view(16, 25) for i in range(n)]
+
+
+@pytest.mark.parametrize("shape", TIED)
+def test_layer_importance_drops_exactly_the_identity_blocks(shape):
+    """A trained 3-layer model with two blocks that add nothing (zero output projections) slipped in at
+    positions 1 and 3: skipping either leaves the loss exactly unchanged, skipping a trained one raises it,
+    so `importance` keeps blocks 0, 2, 4, and the student is the trained 3-layer model again. (The shapes
+    tie the head to the embedding: with an untied head this toy bigram language needs no blocks at all.)"""
+    torch.manual_seed(0)
+    trained = GPT(GPTConfig(**{**TIED[shape], "n_layer": 3}))
+    fit(trained, markov_tokens(20000), 60)
+    identity = copy.deepcopy(trained.blocks[0])
+    with torch.no_grad():
+        for linear in (identity.attn.proj, identity.mlp.proj):
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
+    ref = copy.deepcopy(trained)
+    ref.blocks = torch.nn.ModuleList([trained.blocks[0], identity, trained.blocks[1], copy.deepcopy(identity), trained.blocks[2]])
+    ref.config.n_layer = 5
+    rises = block_importance(ref, score_windows())
+    assert rises[1] == rises[3] == 0 and min(rises[0], rises[2], rises[4]) > 0.01, rises
+    assert len(ref.blocks) == 5  # every block is back
+    layers = choose_layers(5, 3, "importance", rises)
+    assert layers == [0, 2, 4]
+    idx = torch.randint(0, 61, (2, 20))
+    torch.testing.assert_close(inherit_layers(ref, layers)(idx)[0], trained(idx)[0], rtol=0, atol=0)
+
+
+def test_learned_masks_drop_exactly_the_dead_heads_and_channels():
+    """A reference trained with kv group 0, the even FFN channels and every other hidden channel (as many as
+    keeping n_head - 2 heads drops) held at zero: the learned masks drop exactly those and keep all that
+    trained. (Shape: LLaMA with GQA and a tied head, so the blocks matter; see the test above.)"""
+    cfg = GPTConfig(**TIED["llama_gqa_tied"])
+    per_group, D = cfg.n_head // cfg.n_kv_head, cfg.head_dim
+    dead = {"hidden": torch.arange(1, cfg.n_embd, 2)[:cfg.n_embd - (cfg.n_head - per_group) * D],
+            "ffn": torch.arange(0, cfg.ffn_hidden, 2), "heads": torch.tensor([0])}
+    torch.manual_seed(0)
+    ref = GPT(cfg)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            live = torch.ones_like(p)
+            for dim, group, index in width_slices(cfg, name):
+                live.index_fill_(dim, torch.isin(index, dead[group.split(".")[0]]).nonzero().squeeze(1), 0.0)
+            p.mul_(live)
+            p.register_hook(lambda grad, live=live: grad * live)  # Adam then never moves a dead weight
+    fit(ref, markov_tokens(20000), 80)
+    scores = learned_mask_scores(ref, score_windows(), cfg.n_head - per_group, cfg.ffn_hidden // 2)
+    _, keep = reduce_width(ref, cfg.n_head - per_group, cfg.ffn_hidden // 2, scores)
+    assert not torch.isin(keep["hidden"], dead["hidden"]).any()
+    for i in range(cfg.n_layer):
+        assert keep[f"heads.{i}"].tolist() == [1]
+        assert torch.equal(keep[f"ffn.{i}"], torch.arange(1, cfg.ffn_hidden, 2))
+
+
+@pytest.mark.parametrize("shape", TIED)
+def test_learned_masks_drop_a_harmful_channel_that_norm_and_taylor_keep(shape):
+    """The case built for it: each layer of a trained model gets one more FFN channel with large weights that
+    writes a random vector into the residual stream and so raises the loss. The L2 norm keeps it (large
+    weights), Taylor keeps it (|w * dL/dw| is large whichever way the loss moves); the learned mask closes it
+    because closing it lowers the loss, and the model it leaves is the trained one."""
+    torch.manual_seed(0)
+    trained = GPT(GPTConfig(**TIED[shape]))
+    fit(trained, markov_tokens(20000), 80)
+    cfg, F_ = trained.config, trained.config.ffn_hidden
+    ref, state = GPT(dataclasses.replace(cfg, ffn_hidden=F_ + 1)), {}
+    noise = torch.Generator().manual_seed(3)
+    for name, t in trained.state_dict().items():  # channel F_ of every layer: rows 3 x channel 0's, a random column
+        if name.endswith("mlp.proj.weight"):
+            t = torch.cat([t, torch.randn(t.shape[0], 1, generator=noise)], 1)
+        elif ".mlp." in name and not name.endswith("proj.bias"):
+            t = torch.cat([t, 3 * t[:1]], 0)
+        state[name] = t
+    ref.load_state_dict(state)
+    batches = score_windows()
+    losses, dropped = {}, {}
+    for how, scores in (("norm", weight_norm_scores(ref)), ("taylor", taylor_scores(ref, batches)),
+                        ("learned", learned_mask_scores(ref, batches, cfg.n_head, F_))):
+        narrow, keep = reduce_width(ref, cfg.n_head, F_, scores)
+        dropped[how] = [sorted(set(range(F_ + 1)) - set(keep[f"ffn.{i}"].tolist())) for i in range(cfg.n_layer)]
+        with torch.no_grad():
+            losses[how] = sum(narrow(b[:, :-1], b[:, 1:])[1].item() for b in batches) / len(batches)
+    assert dropped["learned"] == [[F_]] * cfg.n_layer
+    assert all(F_ not in d for how in ("norm", "taylor") for d in dropped[how]), dropped
+    assert losses["learned"] < min(losses["norm"], losses["taylor"]) - 0.5, losses
 
 
 # --- the script ------------------------------------------------------------------------------------------------
