@@ -8,6 +8,7 @@ channels) of a bigger reference model, then train it.
   python data.py --tokenizer gpt2 --name stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama folder as the reference:
   python inheritune.py --reference path/to/hf-gpt2 --data_dir data/stdlib-gpt2
   python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
+  python inheritune.py --preset tiny --layers importance --keep_heads 2 --keep_ffn 384 --width_score learned  # data-driven
   torchrun --nproc_per_node=2 inheritune.py --resume
 
 v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
@@ -258,15 +259,16 @@ def reduce_width(model, n_head, ffn_hidden, scores):
 
 
 # --- Inheritune v2: grow the inherited depth until the reference's loss is matched --------------------------
-def inheritune_v2(reference, reference_loss, train_and_evaluate, start=None, step=2, how="first", shrink=None):
+def inheritune_v2(reference, reference_loss, train_and_evaluate, start=None, step=2, how="first", shrink=None,
+                  importance=None):
     """Inheritune v2 (Sanyal et al. 2024, full-data setting): n = start (default k/2); inherit n layers from the
     reference (always afresh, never from the previous trial), optionally shrink the width, train and
     evaluate with train_and_evaluate(student, n) -> val loss; stop when it is <= reference_loss or
-    n = k, else n += step. Returns [(n, val loss), ...]."""
+    n = k, else n += step. importance: per-layer scores for how="importance". Returns [(n, val loss), ...]."""
     k = len(reference.blocks)
     n, history = start or max(1, k // 2), []
     while True:
-        student = inherit_layers(reference, choose_layers(k, n, how))
+        student = inherit_layers(reference, choose_layers(k, n, how, importance))
         loss = train_and_evaluate(shrink(student) if shrink else student, n)
         history.append((n, loss))
         if loss <= reference_loss or n >= k:
@@ -294,7 +296,7 @@ def check_reference(args, reference, how):
         problems.append(f"--n_layer {args.n_layer} exceeds the reference depth {k}")
     if isinstance(how, list):
         if args.mode == "v2":
-            problems.append("--layers: v2 grows the depth, so it needs a choice (first, last, even, ends), not a list")
+            problems.append(f"--layers: v2 grows the depth, so it needs a choice ({', '.join(LAYER_CHOICES)}), not a list")
         elif args.n_layer and args.n_layer != len(how):
             problems.append(f"--n_layer {args.n_layer} disagrees with the {len(how)} layers of --layers {args.layers}")
         elif layer_problem(how, k):
@@ -322,16 +324,20 @@ def main():
     g.add_argument("--n_layer", type=int, default=0, help="v1: layers to inherit; v2: depth the search starts at (0: half the reference's)")
     g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
     g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
-                   "(ends = PanGu-pi Pro: keep both ends, drop the middle), or v1 only an explicit list like 0,1,7")
+                   "(ends = PanGu-pi Pro: keep both ends, drop the middle; importance: the layers whose skipping raises "
+                   "the loss on --score_batches windows of val.bin most), or v1 only an explicit list like 0,1,7")
     g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py shuffles "
                    "documents, so a random sample, like the paper's 0.1%% subset)")
     g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
     g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv groups (0: all); "
                    "the hidden size becomes keep_heads x head_dim")
     g.add_argument("--keep_ffn", type=int, default=0, help="width reduction: FFN channels to keep per layer (0: all)")
-    g.add_argument("--width_score", choices=["norm", "taylor"], default="norm", help="importance of heads and channels: "
-                   "L2 norm of their weights, or first-order Taylor |sum w*dL/dw| on --score_batches batches")
-    g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor")
+    g.add_argument("--width_score", choices=["norm", "taylor", "learned"], default="norm", help="importance of heads and channels: "
+                   "L2 norm of their weights, first-order Taylor |sum w*dL/dw| on --score_batches batches, or learned "
+                   "hard-concrete masks (the reference frozen) trained --mask_steps steps on them to the kept sizes")
+    g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor "
+                   "and learned; for --layers importance, batches of the last val.bin tokens (apart from what --eval_tokens scores)")
+    g.add_argument("--mask_steps", type=int, default=200, help="--width_score learned: optimizer steps on the mask logits")
     g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
                    "baseline); v1: also train a random-init model of the student's shape on the same subset")
     # an 8-layer reference (width 128, one head, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for
@@ -346,7 +352,8 @@ def main():
     print0(json.dumps(vars(args)))
     check_args(args, ctx)
     how = parse_layers(args.layers)
-    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs") if getattr(args, flag) <= 0]
+    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs", "mask_steps")
+                if getattr(args, flag) <= 0]
     problems += [f"--{flag} must not be negative" for flag in ("n_layer", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
     if args.init_from:
         problems.append("--init_from: give the model to inherit from as --reference")
@@ -389,26 +396,37 @@ def main():
         reference = whole(reference, os.path.join(args.out_dir, "reference"))
     reference.eval()
 
-    score_batches = None
-    if args.width_score == "taylor" and (args.keep_heads or args.keep_ffn):
-        # the same first windows of train.bin on every rank, so all ranks keep the same heads and channels
-        tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"])
+    def windows(path, from_end=False):  # the same windows on every rank, so all ranks choose the same layers and channels
+        tokens = data.read_tokens(path, vocab_size=meta["vocab_size"])
         window = args.micro_batch * (args.seq_len + 1)
-        score_batches = [torch.from_numpy(tokens[i * window:(i + 1) * window].astype("int64")).view(args.micro_batch, -1).to(ctx.device)
-                         for i in range(args.score_batches)]
+        start = max(0, len(tokens) - args.score_batches * window) if from_end else 0
+        return [torch.from_numpy(tokens[start + i * window:start + (i + 1) * window].astype("int64"))
+                .view(args.micro_batch, -1).to(ctx.device) for i in range(args.score_batches)]
+
+    importance = None
+    if how == "importance":  # skip each reference block in turn on held-out text
+        importance = block_importance(reference, windows(os.path.join(args.data_dir, "val.bin"), from_end=True))
+        ranking = sorted(range(k), key=lambda i: -importance[i])
+        print0("layer importance (val loss rise when skipped), most important first: "
+               + ", ".join(f"{i}: {importance[i]:+.4f}" for i in ranking))
+    score_batches = windows(train_bin) if args.width_score != "norm" and (args.keep_heads or args.keep_ffn) else None
 
     def shrink(student):
         if not (args.keep_heads or args.keep_ffn):
             return student
-        scores = taylor_scores(student, score_batches) if score_batches else weight_norm_scores(student)
-        return reduce_width(student, args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden, scores)[0]
+        n_head, ffn = args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden
+        scores = (learned_mask_scores(student, score_batches, n_head, ffn, steps=args.mask_steps, seed=args.seed)
+                  if args.width_score == "learned" else taylor_scores(student, score_batches) if score_batches
+                  else weight_norm_scores(student))
+        return reduce_width(student, n_head, ffn, scores)[0]
 
     shapes = {}
     if args.mode == "v2":
         def trial(student, n):
             shapes[n] = student.config
             return run(f"inherit_n{n}" + ("" if how == "first" else f"_{how}"), student)
-        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how, shrink=shrink)
+        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how, shrink=shrink,
+                                importance=importance)
         final_n = history[-1][0]
         matched = history[-1][1] <= reference_loss
         torch.manual_seed(args.seed)  # the same init on every rank
@@ -417,7 +435,7 @@ def main():
             torch.manual_seed(args.seed)
             run(f"random_n{final_n}_2T", GPT(shapes[final_n]), max_tokens=2 * args.max_tokens)
     else:
-        layers = how if isinstance(how, list) else choose_layers(k, args.n_layer or k // 2, how)
+        layers = how if isinstance(how, list) else choose_layers(k, args.n_layer or k // 2, how, importance)
         student = shrink(inherit_layers(reference, layers))
         subset = os.path.join(args.out_dir, "subset.bin")
         if ctx.master:  # the first subset_tokens of train.bin as a file of its own, so train() reads it epoch after epoch
@@ -441,7 +459,7 @@ def main():
                + (f"matched at n={final_n}" if matched else f"not matched, even at n={final_n}"))
     if ctx.master:
         with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-            json.dump(dict(args=vars(args), reference_loss=reference_loss, rows=rows), f, indent=2)
+            json.dump(dict(args=vars(args), reference_loss=reference_loss, layer_importance=importance, rows=rows), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1339,12 +1339,30 @@ def test_v1_script_from_a_checkpoint_with_width_reduction(toy_data_inh, tmp_path
     assert data.file_info(out / "subset.bin")["n_tokens"] == 2048
 
 
+def test_v1_script_with_layer_importance_and_learned_widths(toy_data_inh, tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("4L64H", vocab_size=61))
+    torch.save(dict(model_args=model.model_args(), model=model.state_dict()), tmp_path / "ref.pt")
+    out = tmp_path / "v1"
+    run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--reference", str(tmp_path / "ref.pt"),
+                 "--mode", "v1", "--layers", "importance", "--n_layer", "2", "--subset_tokens", "2048", "--epochs", "1",
+                 "--keep_ffn", "64", "--width_score", "learned", "--mask_steps", "5", *SMALL)
+    result = json.loads((out / "results.json").read_text())
+    rises = result["layer_importance"]
+    assert len(rises) == 4 and rises == block_importance(model, [torch.from_numpy(  # the last windows of val.bin
+        data.read_tokens(toy_data_inh / "val.bin")[-4 * 8 * 33:].astype("int64")).view(4, 8, 33)[i] for i in range(4)])
+    ranking = ", ".join(f"{i}: {rises[i]:+.4f}" for i in sorted(range(4), key=lambda i: -rises[i]))
+    assert f"most important first: {ranking}" in capsys.readouterr().out
+    assert [r["run"] for r in result["rows"]] == ["reference", "v1_n2"] and result["rows"][1]["n_layer"] == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--n_layer", "9"], "--n_layer 9 exceeds the reference depth 4"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,1,1"], "repeat an index"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,7"], "outside 0..3"),
     (["--layers", "0,1"], "v2 grows the depth"),
     (["--layers", "middle"], "--layers 'middle'"),
+    (["--width_score", "learned", "--mask_steps", "0"], "--mask_steps must be positive"),
     (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
     (["--reference", "nowhere/ckpt.pt"], "--reference nowhere/ckpt.pt: no such"),
     (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
