@@ -135,6 +135,26 @@ def test_presets_and_errors():
         GPTConfig.from_preset("tiyn")
 
 
+def test_pangu_presets_match_the_paper_and_the_cpu_pair_has_equal_parameters():
+    def llama_params(V, L, C, F, tied):  # per block: q, k, v, o (C x C each), gate, up, down (C x F each), two norms
+        return L * (4 * C * C + 3 * C * F + 2 * C) + C + V * C * (1 if tied else 2)
+
+    shapes = {"pangu-pi-1b": (12, 2048, 16, 5632), "pangu-pi-1b-pro": (21, 1792, 14, 4864), "pangu-pi-1.5b-pro": (22, 2048, 16, 5632)}
+    for name, (L, C, H, F) in shapes.items():
+        cfg = GPTConfig.from_preset(name, vocab_size=48000)  # the vocabulary comes from the data, as for every preset
+        assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_dim, cfg.ffn_hidden) == (L, C, H, 128, F)
+        assert F == 256 * math.ceil(8 * C / 3 / 256)  # InternEvo's rounding of 8/3 * d
+        with torch.device("meta"):
+            assert GPT(cfg).num_params() == llama_params(48000, L, C, F, tied=False)
+    with torch.device("meta"):
+        # about 0.99B, 17% of it the untied embedding and head, as the research notes count it
+        assert round(GPT(GPTConfig.from_preset("pangu-pi-1b-pro", vocab_size=48000)).num_params() / 1e6) == 991
+        wide, deep = (GPT(GPTConfig.from_preset(f"pangu-cpu-{s}", vocab_size=8192)) for s in ("wide", "deep"))
+    assert deep.config.n_layer > 2 * wide.config.n_layer and deep.config.n_embd < wide.config.n_embd
+    assert wide.num_params() == llama_params(8192, 3, 256, 768, tied=True)
+    assert abs(deep.num_params() / wide.num_params() - 1) < 0.01, (wide.num_params(), deep.num_params())
+
+
 @pytest.mark.parametrize("flavour", ["gpt2", "llama"])
 def test_body_takes_embeddings_and_positions(flavour):
     torch.manual_seed(0)
