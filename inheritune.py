@@ -8,7 +8,8 @@ channels) of a bigger reference model, then train it.
   python data.py --tokenizer gpt2 --name stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama folder as the reference:
   python inheritune.py --reference path/to/hf-gpt2 --data_dir data/stdlib-gpt2
   python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
-  python inheritune.py --preset tiny --layers importance --keep_heads 2 --keep_ffn 384 --width_score learned  # data-driven
+  python inheritune.py --preset tiny --layers importance --keep_heads 2 --keep_ffn 384 \
+      --width_score learned                      # PanGu-pi Pro, data-driven: measured layers, learned masks
   torchrun --nproc_per_node=2 inheritune.py --resume
 
 v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
@@ -68,9 +69,10 @@ def choose_layers(n_ref, n, how="first", importance=None):
 
 @torch.no_grad()
 def block_importance(model, batches, loss_fn=token_loss):
-    """PanGu-pi Pro's layer-skipping criterion (Tang et al. 2024, sec. 3.3): for each block i, the rise of the mean
-    loss over `batches` when block i is skipped, L(all blocks but i) - L(all blocks). Skipping a pre-norm block is
-    dropping it from the list: the residual stream passes through unchanged. A block that adds nothing scores 0."""
+    """PanGu-pi Pro's layer-skipping criterion (Tang et al. 2024, sec. 3.3): for each block i, the
+    rise of the mean loss over `batches` when block i is skipped, L(all but block i) - L(all blocks).
+    Skipping a pre-norm block is dropping it from the list: the residual stream passes through
+    unchanged. A block that adds nothing scores exactly 0."""
     def mean_loss():
         return sum(loss_fn(model, b).item() for b in batches) / len(batches)
 
@@ -169,30 +171,33 @@ def taylor_scores(model, batches, loss_fn=token_loss):
 
 
 def hard_concrete(log_alpha, noise, beta=2 / 3, low=-0.1, high=1.1):
-    """The hard-concrete gate (Louizos et al. 2018, sec. 4), the relaxation used here for learned masks:
-    z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (high - low) + low, 0, 1) with u = noise ~ U(0,1),
-    so z is exactly 0 or 1 with positive probability and differentiable in log_alpha in between.
-    Returns (z, P(z > 0) = sigmoid(log_alpha - beta log(-low/high))), the second the expected kept fraction."""
+    """The hard-concrete gate (Louizos et al. 2018, sec. 4), the relaxation of the learned masks:
+    z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (high - low) + low, 0, 1), u = noise
+    ~ U(0,1), so z is exactly 0 or 1 with positive probability and differentiable in between.
+    Returns (z, P(z > 0) = sigmoid(log_alpha - beta log(-low/high))): the gate and its chance to be open."""
     z = torch.sigmoid((noise.log() - (1 - noise).log() + log_alpha) / beta) * (high - low) + low
     return z.clamp(0, 1), torch.sigmoid(log_alpha - beta * math.log(-low / high))
 
 
 def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, penalty=10.0, seed=0,
                         loss_fn=token_loss):
-    """PanGu-pi Pro's learnable criterion (Tang et al. 2024, sec. 3.3), as hard-concrete masks: with the model
-    frozen, learn one gate logit per kv group (whole GQA groups) and per FFN channel in each layer, and one per
-    hidden channel shared by the residual stream (embeddings, every norm and every residual branch), on
-    LM loss + penalty * sum over masks of ((expected kept - target) / size)^2; targets are n_head query heads,
-    ffn_hidden channels and n_head * head_dim hidden channels, as reduce_width keeps. A family already at its
-    full size is not learned (scores of 1). Returns {group: logit}, the scores reduce_width takes the top-k of.
-    The hidden mask zeroes channels but the norms still average over all of them: a relaxation."""
+    """PanGu-pi Pro's learnable criterion (Tang et al. 2024, sec. 3.3) as hard-concrete masks: with the
+    model frozen, learn one gate logit per kv group (whole GQA groups) and per FFN channel in each layer,
+    and one per hidden channel, shared by the residual stream (embeddings, norms, residual branches), on
+        LM loss + penalty * sum over masks of ((expected open gates - target) / size)^2,
+    targets n_head query heads, ffn_hidden channels and n_head * head_dim hidden channels, as
+    reduce_width keeps. A family already at full size is not learned (scores of 1). Returns
+    {group: logit}, the scores reduce_width takes the top-k of. The hidden mask zeroes channels, but the
+    norms still average over all of them: a relaxation of removing them."""
     cfg = model.config
     per_group, device = cfg.n_head // cfg.n_kv_head, next(model.parameters()).device
     sizes = {"hidden": (cfg.n_embd, n_head * cfg.head_dim), "heads": (cfg.n_kv_head, n_head // per_group),
              "ffn": (cfg.ffn_hidden, ffn_hidden)}
     groups = ["hidden"] + [f"{kind}.{i}" for i in range(cfg.n_layer) for kind in ("heads", "ffn")]
-    logits = {g: torch.zeros(sizes[g.split(".")[0]][0], device=device, requires_grad=True) for g in groups
-              if sizes[g.split(".")[0]][1] < sizes[g.split(".")[0]][0]}  # log_alpha 0: every gate starts half open
+    family = {g: sizes[g.split(".")[0]] for g in groups}  # group -> (full size, target)
+    # log_alpha = 0: every gate starts open with probability 0.83, closed with 0.17
+    logits = {g: torch.zeros(full, device=device, requires_grad=True)
+              for g, (full, target) in family.items() if target < full}
     gates = {}  # this step's sampled gates, read by the hooks
 
     def scale_input(group, repeat):
@@ -202,13 +207,15 @@ def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, 
         return out * gates["hidden"]
 
     hooks = []
-    for i, block in enumerate(model.blocks):  # a head's output enters proj as its head_dim columns
+    for i, block in enumerate(model.blocks):  # a kv group's heads enter proj as per_group * head_dim columns
         if f"heads.{i}" in logits:
-            hooks.append(block.attn.proj.register_forward_pre_hook(scale_input(f"heads.{i}", per_group * cfg.head_dim)))
+            gate = scale_input(f"heads.{i}", per_group * cfg.head_dim)
+            hooks.append(block.attn.proj.register_forward_pre_hook(gate))
         if f"ffn.{i}" in logits:
             hooks.append(block.mlp.proj.register_forward_pre_hook(scale_input(f"ffn.{i}", 1)))
-    if "hidden" in logits:  # every writer to the residual stream, and every norm (a LayerNorm's bias would leak)
-        writers = [model.wte, model.wpe, model.ln_f] + [m for b in model.blocks for m in (b.ln_1, b.ln_2, b.attn.proj, b.mlp.proj)]
+    if "hidden" in logits:  # every writer to the residual stream, and every norm (a LayerNorm bias would leak)
+        writers = [model.wte, model.wpe, model.ln_f]
+        writers += [m for b in model.blocks for m in (b.ln_1, b.ln_2, b.attn.proj, b.mlp.proj)]
         hooks += [m.register_forward_hook(scale_output) for m in writers if m is not None]
     frozen = [p for p in model.parameters() if p.requires_grad]
     for p in frozen:
@@ -222,7 +229,7 @@ def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, 
             for g, log_alpha in logits.items():
                 noise = torch.rand(log_alpha.shape, generator=generator).clamp(1e-6, 1 - 1e-6).to(device)
                 gates[g], kept = hard_concrete(log_alpha, noise)
-                full, target = sizes[g.split(".")[0]]
+                full, target = family[g]
                 size_loss = size_loss + ((kept.sum() - target) / full) ** 2
             loss = loss_fn(model, batches[step % len(batches)]) + penalty * size_loss
             optimizer.zero_grad(set_to_none=True)
@@ -234,8 +241,7 @@ def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, 
         for p in frozen:
             p.requires_grad_(True)
         model.train(was_training)
-    ones = {"hidden": torch.ones(cfg.n_embd), "heads": torch.ones(cfg.n_kv_head), "ffn": torch.ones(cfg.ffn_hidden)}
-    return {g: logits[g].detach().cpu() if g in logits else ones[g.split(".")[0]] for g in groups}
+    return {g: logits[g].detach().cpu() if g in logits else torch.ones(family[g][0]) for g in groups}
 
 
 def reduce_width(model, n_head, ffn_hidden, scores):
@@ -324,20 +330,24 @@ def main():
     g.add_argument("--n_layer", type=int, default=0, help="v1: layers to inherit; v2: depth the search starts at (0: half the reference's)")
     g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
     g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
-                   "(ends = PanGu-pi Pro: keep both ends, drop the middle; importance: the layers whose skipping raises "
-                   "the loss on --score_batches windows of val.bin most), or v1 only an explicit list like 0,1,7")
+                   "(ends = PanGu-pi Pro: keep both ends, drop the middle; importance: the layers "
+                   "whose skipping raises the loss on --score_batches windows of val.bin most), "
+                   "or v1 only an explicit list like 0,1,7")
     g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py shuffles "
                    "documents, so a random sample, like the paper's 0.1%% subset)")
     g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
     g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv groups (0: all); "
                    "the hidden size becomes keep_heads x head_dim")
     g.add_argument("--keep_ffn", type=int, default=0, help="width reduction: FFN channels to keep per layer (0: all)")
-    g.add_argument("--width_score", choices=["norm", "taylor", "learned"], default="norm", help="importance of heads and channels: "
-                   "L2 norm of their weights, first-order Taylor |sum w*dL/dw| on --score_batches batches, or learned "
-                   "hard-concrete masks (the reference frozen) trained --mask_steps steps on them to the kept sizes")
-    g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor "
-                   "and learned; for --layers importance, batches of the last val.bin tokens (apart from what --eval_tokens scores)")
-    g.add_argument("--mask_steps", type=int, default=200, help="--width_score learned: optimizer steps on the mask logits")
+    g.add_argument("--width_score", choices=["norm", "taylor", "learned"], default="norm",
+                   help="importance of heads and channels: L2 norm of their weights, first-order Taylor "
+                   "|sum w*dL/dw| on --score_batches batches, or hard-concrete masks learned on them "
+                   "for --mask_steps steps (the model frozen), driven to the kept sizes")
+    g.add_argument("--score_batches", type=int, default=4,
+                   help="batches of the first train.bin tokens for --width_score taylor and learned; for "
+                   "--layers importance, of the last val.bin tokens (away from what --eval_tokens scores)")
+    g.add_argument("--mask_steps", type=int, default=200,
+                   help="--width_score learned: Adam steps on the mask logits")
     g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
                    "baseline); v1: also train a random-init model of the student's shape on the same subset")
     # an 8-layer reference (width 128, one head, FFN 512), so the v2 search has depths 4, 6, 8 to try; sized for
@@ -352,8 +362,8 @@ def main():
     print0(json.dumps(vars(args)))
     check_args(args, ctx)
     how = parse_layers(args.layers)
-    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs", "mask_steps")
-                if getattr(args, flag) <= 0]
+    positive = ("grow", "score_batches", "subset_tokens", "epochs", "mask_steps")
+    problems = [f"--{flag} must be positive" for flag in positive if getattr(args, flag) <= 0]
     problems += [f"--{flag} must not be negative" for flag in ("n_layer", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
     if args.init_from:
         problems.append("--init_from: give the model to inherit from as --reference")
@@ -396,7 +406,7 @@ def main():
         reference = whole(reference, os.path.join(args.out_dir, "reference"))
     reference.eval()
 
-    def windows(path, from_end=False):  # the same windows on every rank, so all ranks choose the same layers and channels
+    def windows(path, from_end=False):  # the same on every rank: all ranks choose the same layers, channels
         tokens = data.read_tokens(path, vocab_size=meta["vocab_size"])
         window = args.micro_batch * (args.seq_len + 1)
         start = max(0, len(tokens) - args.score_batches * window) if from_end else 0
@@ -405,19 +415,22 @@ def main():
 
     importance = None
     if how == "importance":  # skip each reference block in turn on held-out text
-        importance = block_importance(reference, windows(os.path.join(args.data_dir, "val.bin"), from_end=True))
+        held_out = windows(os.path.join(args.data_dir, "val.bin"), from_end=True)
+        importance = block_importance(reference, held_out)
         ranking = sorted(range(k), key=lambda i: -importance[i])
         print0("layer importance (val loss rise when skipped), most important first: "
                + ", ".join(f"{i}: {importance[i]:+.4f}" for i in ranking))
-    score_batches = windows(train_bin) if args.width_score != "norm" and (args.keep_heads or args.keep_ffn) else None
+    reduce = args.keep_heads or args.keep_ffn
+    score_batches = windows(train_bin) if args.width_score != "norm" and reduce else None
 
     def shrink(student):
         if not (args.keep_heads or args.keep_ffn):
             return student
         n_head, ffn = args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden
-        scores = (learned_mask_scores(student, score_batches, n_head, ffn, steps=args.mask_steps, seed=args.seed)
-                  if args.width_score == "learned" else taylor_scores(student, score_batches) if score_batches
-                  else weight_norm_scores(student))
+        if args.width_score == "learned":
+            scores = learned_mask_scores(student, score_batches, n_head, ffn, steps=args.mask_steps, seed=args.seed)
+        else:
+            scores = taylor_scores(student, score_batches) if score_batches else weight_norm_scores(student)
         return reduce_width(student, n_head, ffn, scores)[0]
 
     shapes = {}
@@ -425,8 +438,8 @@ def main():
         def trial(student, n):
             shapes[n] = student.config
             return run(f"inherit_n{n}" + ("" if how == "first" else f"_{how}"), student)
-        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how, shrink=shrink,
-                                importance=importance)
+        history = inheritune_v2(reference, reference_loss, trial, start=args.n_layer or None, step=args.grow, how=how,
+                                shrink=shrink, importance=importance)
         final_n = history[-1][0]
         matched = history[-1][1] <= reference_loss
         torch.manual_seed(args.seed)  # the same init on every rank
@@ -459,7 +472,8 @@ def main():
                + (f"matched at n={final_n}" if matched else f"not matched, even at n={final_n}"))
     if ctx.master:
         with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-            json.dump(dict(args=vars(args), reference_loss=reference_loss, layer_importance=importance, rows=rows), f, indent=2)
+            json.dump(dict(args=vars(args), reference_loss=reference_loss, layer_importance=importance, rows=rows),
+                      f, indent=2)
 
 
 if __name__ == "__main__":
