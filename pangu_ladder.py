@@ -206,9 +206,18 @@ def main():
     ctx = setup(args)
     print0(json.dumps(vars(args)))
     check_args(args, ctx)
-    if args.reference_layers < GPTConfig.from_preset(args.deep).n_layer:
-        raise UsageError(f"--reference_layers {args.reference_layers} is shallower than --deep {args.deep}")
-    os.makedirs(args.out_dir, exist_ok=True)
+    problems = [f"--{flag} must be positive" for flag in ("train_bytes", "eval_bytes", "score_batches", "mask_steps")
+                if getattr(args, flag) <= 0]
+    try:  # every shape problem now, before any pruning or training
+        wide, deep = GPTConfig.from_preset(args.wide), GPTConfig.from_preset(args.deep)
+        reference_config(wide, deep, args.reference_layers)
+        if args.reference_layers < deep.n_layer:
+            problems.append(f"--reference_layers {args.reference_layers} is shallower than --deep {args.deep}")
+    except (ValueError, UsageError) as e:
+        problems.append(str(e))
+    if problems:
+        raise UsageError("; ".join(problems))
+    data.load_meta(args.data_dir)  # a missing data folder fails here, in one line
     ladder(args, ctx)
 
 

@@ -2766,3 +2766,17 @@ def test_pangu_ladder_runs_five_rungs_on_equal_bytes_at_nano_size(tmp_path, monk
     assert rows[0]["seeds"][0] != rows[0]["seeds"][1]  # the seeds change the init
     table = capsys.readouterr().out
     assert "| 5 +2 rounds | 400 | 2 x 32 |" in table and "whose training took" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--wide", "nope"], "unknown preset 'nope'"),
+    (["--deep", "4L128H"], "must share the head dim \\(64 vs 128\\)"),
+    (["--train_bytes", "0", "--reference_layers", "2"], "--train_bytes must be positive; --reference_layers 2 is shallower"),
+    (["--data_dir", "{tmp}/nowhere"], "nowhere/meta.json: not found"),
+])
+def test_pangu_ladder_bad_input_is_one_clear_error_before_any_work(tmp_path, monkeypatch, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    monkeypatch.setattr(sys, "argv", ["pangu_ladder.py", "--out_dir", str(tmp_path / "out"), *argv])
+    with pytest.raises((UsageError, data.DataError), match=message):
+        pangu_ladder.main()
+    assert not (tmp_path / "out").exists()
