@@ -378,6 +378,12 @@ def main():
     meta = data.load_meta(args.data_dir)
     train_bin = os.path.join(args.data_dir, "train.bin")
     n_train = data.file_info(train_bin)["n_tokens"]
+    window = args.micro_batch * (args.seq_len + 1)  # one score batch
+    for flag, path, used in (("--layers importance", os.path.join(args.data_dir, "val.bin"), how == "importance"),
+                             ("--width_score", train_bin, args.width_score != "norm" and (args.keep_heads or args.keep_ffn))):
+        if used and data.file_info(path)["n_tokens"] < args.score_batches * window:
+            raise UsageError(f"{flag}: {path} holds fewer than --score_batches x --micro_batch x (--seq_len + 1) "
+                             f"= {args.score_batches * window} tokens")
     # one step reads batch_tokens windows of seq_len + 1, so the subset needs one token more than a batch
     if args.mode == "v1" and not args.batch_tokens < args.subset_tokens <= n_train:
         raise UsageError(f"--subset_tokens {args.subset_tokens} must exceed --batch_tokens {args.batch_tokens} (one step "

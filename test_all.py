@@ -1383,6 +1383,8 @@ def test_v1_script_with_layer_importance_and_learned_widths(toy_data_inh, tmp_pa
     (["--layers", "0,1"], "v2 grows the depth"),
     (["--layers", "middle"], "--layers 'middle'"),
     (["--width_score", "learned", "--mask_steps", "0"], "--mask_steps must be positive"),
+    (["--mode", "v1", "--subset_tokens", "2048", "--layers", "importance", "--score_batches", "40"],
+     "--layers importance: .*val.bin holds fewer than --score_batches"),
     (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
     (["--reference", "nowhere/ckpt.pt"], "--reference nowhere/ckpt.pt: no such"),
     (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
