@@ -1273,6 +1273,8 @@ def test_learned_masks_drop_exactly_the_dead_heads_and_channels():
     for i in range(cfg.n_layer):
         assert keep[f"heads.{i}"].tolist() == [1]
         assert torch.equal(keep[f"ffn.{i}"], torch.arange(1, cfg.ffn_hidden, 2))
+    full = learned_mask_scores(ref, score_windows(), cfg.n_head, cfg.ffn_hidden)  # nothing to drop, nothing learned
+    assert all(torch.equal(s, torch.ones_like(s)) for s in full.values()) and len(full) == 1 + 2 * cfg.n_layer
 
 
 @pytest.mark.parametrize("shape", TIED)
