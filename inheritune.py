@@ -8,6 +8,8 @@ channels) of a bigger reference model, then train it.
   python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama reference:
   python inheritune.py --init_from path/to/hf-gpt2 --data_dir data/stdlib-gpt2
   python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
+  python inheritune.py --preset tiny --layers importance --keep_heads 2 --keep_ffn 384 \
+      --width_score learned                      # PanGu-pi Pro, data-driven: measured layers, learned masks
   torchrun --nproc_per_node=2 inheritune.py --resume
 
 v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
@@ -25,10 +27,12 @@ continues in the right one and finished ones return at once.
 import argparse
 import dataclasses
 import json
+import math
 import os
 
 import torch
 import torch.distributed as dist
+import torch.nn as nn
 
 import data
 from model import GPT
@@ -36,15 +40,16 @@ from train import (HelpFormatter, UsageError, add_train_args, alias, build_model
                    model_from_checkpoint, print0, set_help, setup, shape_flags_given, token_loss, tokenizer_problem,
                    train, plot_curves, val_curve, whole)
 
-LAYER_CHOICES = ("first", "last", "even", "ends")
+LAYER_CHOICES = ("first", "last", "even", "ends", "importance")
 
 
 # --- depth: which reference blocks to keep ---------------------------------------------------------------
-def choose_layers(n_ref, n, how="first"):
+def choose_layers(n_ref, n, how="first", importance=None):
     """Indices of the n reference layers (of n_ref) to inherit. first: 0..n-1 (Inheritune's step 1, the
     default); last: the top n (the paper's 'lazy layers' ablation, which behaves like random init);
     even: evenly spaced from the first to the last layer; ends: the first ceil(n/2) and the last
-    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most).
+    floor(n/2), dropping the middle (PanGu-pi Pro: layers near both ends matter most); importance: the n
+    layers with the largest importance[i] (block_importance: the loss rise when layer i is skipped), in order.
     Any choice is sound here because no layer depends on its index (model.py refuses GPT-2's
     scale_attn_by_inverse_layer_idx, under which only a prefix would keep each layer's scaling)."""
     if how == "first":
@@ -56,7 +61,34 @@ def choose_layers(n_ref, n, how="first"):
     if how == "ends":
         n_front = (n + 1) // 2
         return list(range(n_front)) + list(range(n_ref - (n - n_front), n_ref))
+    if how == "importance":
+        if importance is None or len(importance) != n_ref:
+            raise ValueError(f"--layers importance needs one score per reference layer ({n_ref})")
+        return sorted(torch.tensor(importance, dtype=torch.float64).topk(n).indices.tolist())
     raise ValueError(f"unknown layer choice {how!r}: choose {', '.join(LAYER_CHOICES)} or a list like 0,1,7")
+
+
+@torch.no_grad()
+def block_importance(model, batches, loss_fn=token_loss):
+    """PanGu-pi Pro's layer-skipping criterion (Tang et al. 2024, sec. 3.3): for each block i, the
+    rise of the mean loss over `batches` when block i is skipped, L(all but block i) - L(all blocks).
+    Skipping a pre-norm block is dropping it from the list: the residual stream passes through
+    unchanged. A block that adds nothing scores exactly 0."""
+    def mean_loss():
+        return sum(loss_fn(model, b).item() for b in batches) / len(batches)
+
+    blocks, was_training = model.blocks, model.training
+    model.eval()
+    try:
+        full = mean_loss()
+        rises = []
+        for i in range(len(blocks)):
+            model.blocks = nn.ModuleList(b for j, b in enumerate(blocks) if j != i)
+            rises.append(mean_loss() - full)
+    finally:  # the model leaves with all its blocks, whatever happened
+        model.blocks = blocks
+        model.train(was_training)
+    return rises
 
 
 def layer_problem(layers, n_ref):
@@ -139,6 +171,82 @@ def taylor_scores(model, batches, loss_fn=token_loss):
     return {group: s.abs() for group, s in scores.items()}
 
 
+def hard_concrete(log_alpha, noise, beta=2 / 3, low=-0.1, high=1.1):
+    """The hard-concrete gate (Louizos et al. 2018, sec. 4), the relaxation of the learned masks:
+    z = clamp(sigmoid((log u - log(1-u) + log_alpha) / beta) * (high - low) + low, 0, 1), u = noise
+    ~ U(0,1), so z is exactly 0 or 1 with positive probability and differentiable in between.
+    Returns (z, P(z > 0) = sigmoid(log_alpha - beta log(-low/high))): the gate and its chance to be open."""
+    z = torch.sigmoid((noise.log() - (1 - noise).log() + log_alpha) / beta) * (high - low) + low
+    return z.clamp(0, 1), torch.sigmoid(log_alpha - beta * math.log(-low / high))
+
+
+def learned_mask_scores(model, batches, n_head, ffn_hidden, steps=200, lr=0.05, penalty=10.0, seed=0,
+                        loss_fn=token_loss):
+    """PanGu-pi Pro's learnable criterion (Tang et al. 2024, sec. 3.3) as hard-concrete masks: with the
+    model frozen, learn one gate logit per kv group (whole GQA groups) and per FFN channel in each layer,
+    and one per hidden channel, shared by the residual stream (embeddings, norms, residual branches), on
+        LM loss + penalty * sum over masks of ((expected open gates - target) / size)^2,
+    targets n_head query heads, ffn_hidden channels and n_head * head_dim hidden channels, as
+    reduce_width keeps. A family already at full size is not learned (scores of 1). Returns
+    {group: logit}, the scores reduce_width takes the top-k of. The hidden mask zeroes channels, but the
+    norms still average over all of them: a relaxation of removing them."""
+    cfg = model.config
+    per_group, device = cfg.n_head // cfg.n_kv_head, next(model.parameters()).device
+    sizes = {"hidden": (cfg.n_embd, n_head * cfg.head_dim), "heads": (cfg.n_kv_head, n_head // per_group),
+             "ffn": (cfg.ffn_hidden, ffn_hidden)}
+    groups = ["hidden"] + [f"{kind}.{i}" for i in range(cfg.n_layer) for kind in ("heads", "ffn")]
+    family = {g: sizes[g.split(".")[0]] for g in groups}  # group -> (full size, target)
+    # log_alpha = 0: every gate starts open with probability 0.83, closed with 0.17
+    logits = {g: torch.zeros(full, device=device, requires_grad=True)
+              for g, (full, target) in family.items() if target < full}
+    if not logits:  # every target is the full size: nothing to choose
+        return {g: torch.ones(family[g][0]) for g in groups}
+    gates = {}  # this step's sampled gates, read by the hooks
+
+    def scale_input(group, repeat):
+        return lambda module, args: (args[0] * gates[group].repeat_interleave(repeat),)
+
+    def scale_output(module, args, out):
+        return out * gates["hidden"]
+
+    hooks = []
+    for i, block in enumerate(model.blocks):  # a kv group's heads enter proj as per_group * head_dim columns
+        if f"heads.{i}" in logits:
+            gate = scale_input(f"heads.{i}", per_group * cfg.head_dim)
+            hooks.append(block.attn.proj.register_forward_pre_hook(gate))
+        if f"ffn.{i}" in logits:
+            hooks.append(block.mlp.proj.register_forward_pre_hook(scale_input(f"ffn.{i}", 1)))
+    if "hidden" in logits:  # every writer to the residual stream, and every norm (a LayerNorm bias would leak)
+        writers = [model.wte, model.wpe, model.ln_f]
+        writers += [m for b in model.blocks for m in (b.ln_1, b.ln_2, b.attn.proj, b.mlp.proj)]
+        hooks += [m.register_forward_hook(scale_output) for m in writers if m is not None]
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    was_training, generator = model.training, torch.Generator().manual_seed(seed)
+    model.eval()
+    try:
+        optimizer = torch.optim.Adam(logits.values(), lr=lr)
+        for step in range(steps):
+            size_loss = 0.0
+            for g, log_alpha in logits.items():
+                noise = torch.rand(log_alpha.shape, generator=generator).clamp(1e-6, 1 - 1e-6).to(device)
+                gates[g], kept = hard_concrete(log_alpha, noise)
+                full, target = family[g]
+                size_loss = size_loss + ((kept.sum() - target) / full) ** 2
+            loss = loss_fn(model, batches[step % len(batches)]) + penalty * size_loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for h in hooks:
+            h.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+        model.train(was_training)
+    return {g: logits[g].detach().cpu() if g in logits else torch.ones(family[g][0]) for g in groups}
+
+
 def reduce_width(model, n_head, ffn_hidden, scores):
     """A narrower copy keeping the top-scoring n_head query heads (as whole kv groups), ffn_hidden FFN
     channels per layer, and n_head*head_dim hidden channels: one selection shared by all layers (this
@@ -160,15 +268,16 @@ def reduce_width(model, n_head, ffn_hidden, scores):
 
 
 # --- Inheritune v2: grow the inherited depth until the reference's loss is matched --------------------------
-def inheritune_v2(reference, reference_loss, train_and_evaluate, start=None, step=2, how="first", shrink=None):
+def inheritune_v2(reference, reference_loss, train_and_evaluate, start=None, step=2, how="first", shrink=None,
+                  importance=None):
     """Inheritune v2 (Sanyal et al. 2024, full-data setting): n = start (default k/2); inherit n layers from the
     reference (always afresh, never from the previous trial), optionally shrink the width, train and
     evaluate with train_and_evaluate(student, n) -> val loss; stop when it is <= reference_loss or
-    n = k, else n += step. Returns [(n, val loss), ...]."""
+    n = k, else n += step. importance: per-layer scores for how="importance". Returns [(n, val loss), ...]."""
     k = len(reference.blocks)
     n, history = start or max(1, k // 2), []
     while True:
-        student = inherit_layers(reference, choose_layers(k, n, how))
+        student = inherit_layers(reference, choose_layers(k, n, how, importance))
         loss = train_and_evaluate(shrink(student) if shrink else student, n)
         history.append((n, loss))
         if loss <= reference_loss or n >= k:
@@ -196,7 +305,7 @@ def check_reference(args, reference, how):
         problems.append(f"--inherit_layers {args.inherit_layers} exceeds the reference depth {k}")
     if isinstance(how, list):
         if args.mode == "v2":
-            problems.append("--layers: v2 grows the depth, so it needs a choice (first, last, even, ends), not a list")
+            problems.append(f"--layers: v2 grows the depth, so it needs a choice ({', '.join(LAYER_CHOICES)}), not a list")
         elif args.inherit_layers and args.inherit_layers != len(how):
             problems.append(f"--inherit_layers {args.inherit_layers} disagrees with the {len(how)} layers of --layers {args.layers}")
         elif layer_problem(how, k):
@@ -224,18 +333,26 @@ def main():
                    "(0: half the reference's)")
     g.add_argument("--grow", type=int, default=2, help="v2: layers added after each trial that does not match the reference")
     g.add_argument("--layers", default="first", help=f"which reference layers: {', '.join(LAYER_CHOICES)} "
-                   "(ends = PanGu-pi Pro: keep both ends, drop the middle), or v1 only an explicit list like 0,1,7")
+                   "(ends = PanGu-pi Pro: keep both ends, drop the middle; importance: the layers "
+                   "whose skipping raises the loss on --score_batches windows of val.bin most), "
+                   "or v1 only an explicit list like 0,1,7")
     g.add_argument("--subset_tokens", type=int, default=400_000, help="v1: train on the first N tokens of train.bin (data.py "
                    "shuffles documents, so a random sample, like the paper's 0.1%% subset)")
     g.add_argument("--epochs", type=int, default=4, help="v1: epochs over the subset (the paper uses 8)")
     g.add_argument("--keep_heads", type=int, default=0, help="width reduction: query heads to keep per layer, whole kv "
                    "groups (0: all); the hidden size becomes keep_heads x head_dim")
     g.add_argument("--keep_ffn", type=int, default=0, help="width reduction: FFN channels to keep per layer (0: all)")
-    g.add_argument("--width_score", choices=["norm", "taylor"], default="norm", help="importance of heads and channels: "
-                   "L2 norm of their weights, or first-order Taylor |sum w*dL/dw| on --score_batches batches")
-    g.add_argument("--score_batches", type=int, default=4, help="batches of the first train.bin tokens for --width_score taylor")
-    g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's "
-                   "second baseline); v1: also train a random-init model of the student's shape on the same subset")
+    g.add_argument("--width_score", choices=["norm", "taylor", "learned"], default="norm",
+                   help="importance of heads and channels: L2 norm of their weights, first-order Taylor "
+                   "|sum w*dL/dw| on --score_batches batches, or hard-concrete masks learned on them "
+                   "for --mask_steps steps (the model frozen), driven to the kept sizes")
+    g.add_argument("--score_batches", type=int, default=4,
+                   help="batches of the first train.bin tokens for --width_score taylor and learned; for "
+                   "--layers importance, of the last val.bin tokens (away from what --eval_tokens scores)")
+    g.add_argument("--mask_steps", type=int, default=200,
+                   help="--width_score learned: Adam steps on the mask logits")
+    g.add_argument("--compare", action="store_true", help="v2: also train the random-init model for 2T tokens (the paper's second "
+                   "baseline); v1: also train a random-init model of the student's shape on the same subset")
     add_train_args(parser)
     alias(parser, "--init_from", "--reference")
     set_help(parser, init_from="the reference to inherit from: a ckpt.pt of this repository or a local Hugging Face "
@@ -253,7 +370,8 @@ def main():
     print0(json.dumps(vars(args)))
     check_args(args, ctx)
     how = parse_layers(args.layers)
-    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs") if getattr(args, flag) <= 0]
+    problems = [f"--{flag} must be positive" for flag in ("grow", "score_batches", "subset_tokens", "epochs",
+                                                           "mask_steps") if getattr(args, flag) <= 0]
     problems += [f"--{flag} must not be negative" for flag in ("inherit_layers", "keep_heads", "keep_ffn") if getattr(args, flag) < 0]
     ignored = [f for f in ("--preset", "--block_size") if given(f)] + shape_flags_given()
     if args.init_from and ignored:  # the reference's checkpoint fixes its shape
@@ -273,6 +391,12 @@ def main():
     meta = data.load_meta(args.data_dir)
     train_bin = os.path.join(args.data_dir, "train.bin")
     n_train = data.file_info(train_bin)["n_tokens"]
+    window = args.micro_batch * (args.seq_len + 1)  # one score batch
+    for flag, path, used in (("--layers importance", os.path.join(args.data_dir, "val.bin"), how == "importance"),
+                             ("--width_score", train_bin, args.width_score != "norm" and (args.keep_heads or args.keep_ffn))):
+        if used and data.file_info(path)["n_tokens"] < args.score_batches * window:
+            raise UsageError(f"{flag}: {path} holds fewer than --score_batches x --micro_batch x (--seq_len + 1) "
+                             f"= {args.score_batches * window} tokens")
     # one step reads batch_tokens windows of seq_len + 1, so the subset needs one token more than a batch
     if args.mode == "v1" and not args.batch_tokens < args.subset_tokens <= n_train:
         raise UsageError(f"--subset_tokens {args.subset_tokens} must exceed --batch_tokens {args.batch_tokens} (one step "
@@ -301,26 +425,40 @@ def main():
         reference = whole(reference, os.path.join(args.out_dir, "reference"))
     reference.eval()
 
-    score_batches = None
-    if args.width_score == "taylor" and (args.keep_heads or args.keep_ffn):
-        # the same first windows of train.bin on every rank, so all ranks keep the same heads and channels
-        tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"])
+    def windows(path, from_end=False):  # the same on every rank: all ranks choose the same layers, channels
+        tokens = data.read_tokens(path, vocab_size=meta["vocab_size"])
         window = args.micro_batch * (args.seq_len + 1)
-        score_batches = [torch.from_numpy(tokens[i * window:(i + 1) * window].astype("int64")).view(args.micro_batch, -1).to(ctx.device)
-                         for i in range(args.score_batches)]
+        start = max(0, len(tokens) - args.score_batches * window) if from_end else 0
+        return [torch.from_numpy(tokens[start + i * window:start + (i + 1) * window].astype("int64"))
+                .view(args.micro_batch, -1).to(ctx.device) for i in range(args.score_batches)]
+
+    importance = None
+    if how == "importance":  # skip each reference block in turn on held-out text
+        held_out = windows(os.path.join(args.data_dir, "val.bin"), from_end=True)
+        importance = block_importance(reference, held_out)
+        ranking = sorted(range(k), key=lambda i: -importance[i])
+        print0("layer importance (val loss rise when skipped), most important first: "
+               + ", ".join(f"{i}: {importance[i]:+.4f}" for i in ranking))
+    reduce = args.keep_heads or args.keep_ffn
+    score_batches = windows(train_bin) if args.width_score != "norm" and reduce else None
 
     def shrink(student):
         if not (args.keep_heads or args.keep_ffn):
             return student
-        scores = taylor_scores(student, score_batches) if score_batches else weight_norm_scores(student)
-        return reduce_width(student, args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden, scores)[0]
+        n_head, ffn = args.keep_heads or student.config.n_head, args.keep_ffn or student.config.ffn_hidden
+        if args.width_score == "learned":
+            scores = learned_mask_scores(student, score_batches, n_head, ffn, steps=args.mask_steps, seed=args.seed)
+        else:
+            scores = taylor_scores(student, score_batches) if score_batches else weight_norm_scores(student)
+        return reduce_width(student, n_head, ffn, scores)[0]
 
     shapes = {}
     if args.mode == "v2":
         def trial(student, n):
             shapes[n] = student.config
             return run(f"inherit_n{n}" + ("" if how == "first" else f"_{how}"), student)
-        history = inheritune_v2(reference, reference_loss, trial, start=args.inherit_layers or None, step=args.grow, how=how, shrink=shrink)
+        history = inheritune_v2(reference, reference_loss, trial, start=args.inherit_layers or None, step=args.grow,
+                                how=how, shrink=shrink, importance=importance)
         final_n = history[-1][0]
         matched = history[-1][1] <= reference_loss
         torch.manual_seed(args.seed)  # the same init on every rank
@@ -329,7 +467,7 @@ def main():
             torch.manual_seed(args.seed)
             run(f"random_n{final_n}_2T", GPT(shapes[final_n]), max_tokens=2 * args.max_tokens)
     else:
-        layers = how if isinstance(how, list) else choose_layers(k, args.inherit_layers or k // 2, how)
+        layers = how if isinstance(how, list) else choose_layers(k, args.inherit_layers or k // 2, how, importance)
         student = shrink(inherit_layers(reference, layers))
         subset = os.path.join(args.out_dir, "subset.bin")
         if ctx.master:  # the first subset_tokens of train.bin as a file of its own, so train() reads it epoch after epoch
@@ -357,7 +495,8 @@ def main():
                     os.path.join(args.out_dir, "compare.png"), f"inheritune {args.mode}: inherited vs random init")
     if ctx.master:
         with open(os.path.join(args.out_dir, "results.json"), "w") as f:
-            json.dump(dict(args=vars(args), reference_loss=reference_loss, rows=rows), f, indent=2)
+            json.dump(dict(args=vars(args), reference_loss=reference_loss, layer_importance=importance, rows=rows),
+                      f, indent=2)
 
 
 if __name__ == "__main__":

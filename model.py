@@ -105,6 +105,14 @@ PRESETS = {
     "llama-780m": dict(flavour="llama", n_layer=24, n_head=24, n_embd=1536, ffn_hidden=4128, block_size=2048, tie_embeddings=False),
     "llama-1.3b": dict(flavour="llama", n_layer=24, n_head=32, n_embd=2048, ffn_hidden=5504, block_size=2048, tie_embeddings=False),
     "llama-2.7b": dict(flavour="llama", n_layer=32, n_head=32, n_embd=2560, ffn_hidden=6880, block_size=2048, tie_embeddings=False),
+    # PanGu-pi Pro (Tang et al. 2024, fig. 1 / configure.png): LLaMA blocks, head dim 128, untied head; the FFN
+    # is 8/3 * n_embd rounded up to a multiple of 256 as InternEvo rounds it (1792 -> 4864, 2048 -> 5632)
+    "pangu-pi-1b": dict(flavour="llama", n_layer=12, n_head=16, n_embd=2048, ffn_hidden=5632, block_size=2048, tie_embeddings=False),
+    "pangu-pi-1b-pro": dict(flavour="llama", n_layer=21, n_head=14, n_embd=1792, ffn_hidden=4864, block_size=2048, tie_embeddings=False),
+    "pangu-pi-1.5b-pro": dict(flavour="llama", n_layer=22, n_head=16, n_embd=2048, ffn_hidden=5632, block_size=2048, tie_embeddings=False),
+    # a CPU-sized wide-shallow / deep-narrow pair of equal parameters (4.65M / 4.67M at an 8192-id vocabulary, tied)
+    "pangu-cpu-wide": dict(flavour="llama", n_layer=3, n_head=4, n_embd=256, ffn_hidden=768, block_size=512),
+    "pangu-cpu-deep": dict(flavour="llama", n_layer=7, n_head=3, n_embd=192, ffn_hidden=512, block_size=512),
     # TinyLlama-1.1B, the growth paper's 1.1B target (Du et al. 2024)
     "tinyllama-1.1b": dict(flavour="llama", n_layer=22, n_head=32, n_kv_head=4, n_embd=2048, ffn_hidden=5632, block_size=2048, tie_embeddings=False),
 }

@@ -38,9 +38,12 @@ from tiktoken.load import load_tiktoken_bpe  # noqa: E402
 from tiktoken_ext.openai_public import r50k_pat_str  # noqa: E402
 import prune_tokenizer as pt  # noqa: E402
 import inheritune  # noqa: E402
-from inheritune import choose_layers, inherit_layers, inheritune_v2, layer_problem, reduce_width, taylor_scores, weight_norm_scores  # noqa: E402
+from inheritune import (block_importance, choose_layers, inherit_layers, inheritune_v2, layer_problem, learned_mask_scores,  # noqa: E402
+                        reduce_width, taylor_scores, weight_norm_scores, width_slices)
 from train import UsageError  # noqa: E402
 import argparse  # noqa: E402
+import copy  # noqa: E402
+import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import math  # noqa: E402
 import gstack  # noqa: E402
@@ -132,6 +135,26 @@ def test_presets_and_errors():
     assert GPTConfig.from_preset("llama-370m").ffn_hidden == 2752
     with pytest.raises(ValueError, match="did you mean 'tiny'"):
         GPTConfig.from_preset("tiyn")
+
+
+def test_pangu_presets_match_the_paper_and_the_cpu_pair_has_equal_parameters():
+    def llama_params(V, L, C, F, tied):  # per block: q, k, v, o (C x C each), gate, up, down (C x F each), two norms
+        return L * (4 * C * C + 3 * C * F + 2 * C) + C + V * C * (1 if tied else 2)
+
+    shapes = {"pangu-pi-1b": (12, 2048, 16, 5632), "pangu-pi-1b-pro": (21, 1792, 14, 4864), "pangu-pi-1.5b-pro": (22, 2048, 16, 5632)}
+    for name, (L, C, H, F) in shapes.items():
+        cfg = GPTConfig.from_preset(name, vocab_size=48000)  # the vocabulary comes from the data, as for every preset
+        assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.head_dim, cfg.ffn_hidden) == (L, C, H, 128, F)
+        assert F == 256 * math.ceil(8 * C / 3 / 256)  # InternEvo's rounding of 8/3 * d
+        with torch.device("meta"):
+            assert GPT(cfg).num_params() == llama_params(48000, L, C, F, tied=False)
+    with torch.device("meta"):
+        # about 0.99B, 17% of it the untied embedding and head, as the research notes count it
+        assert round(GPT(GPTConfig.from_preset("pangu-pi-1b-pro", vocab_size=48000)).num_params() / 1e6) == 991
+        wide, deep = (GPT(GPTConfig.from_preset(f"pangu-cpu-{s}", vocab_size=8192)) for s in ("wide", "deep"))
+    assert deep.config.n_layer > 2 * wide.config.n_layer and deep.config.n_embd < wide.config.n_embd
+    assert wide.num_params() == llama_params(8192, 3, 256, 768, tied=True)
+    assert abs(deep.num_params() / wide.num_params() - 1) < 0.01, (wide.num_params(), deep.num_params())
 
 
 @pytest.mark.parametrize("flavour", ["gpt2", "llama"])
@@ -1032,7 +1055,7 @@ def reference(shape, seed=0):
 @pytest.mark.parametrize("how", inheritune.LAYER_CHOICES)
 def test_inherited_weights_are_the_chosen_reference_weights(shape, how):
     ref = reference(shape)
-    layers = choose_layers(5, 3, how)
+    layers = choose_layers(5, 3, how, importance=[0.3, 0.1, 0.5, 0.2, 0.4])
     student = inherit_layers(ref, layers)
     assert student.config.n_layer == len(student.blocks) == 3
     assert GPT(GPTConfig(**student.model_args())).load_state_dict(student.state_dict())  # rebuilds from model_args
@@ -1059,10 +1082,14 @@ def test_layer_choices_and_their_problems():
     assert choose_layers(8, 4, "last") == [4, 5, 6, 7]
     assert choose_layers(8, 4, "even") == [0, 2, 5, 7]
     assert choose_layers(8, 5, "ends") == [0, 1, 2, 6, 7]
+    assert choose_layers(6, 3, "importance", [0.9, 0.0, 0.2, 0.7, -0.1, 0.3]) == [0, 3, 5]  # top 3, in layer order
+    with pytest.raises(ValueError, match="one score per reference layer"):
+        choose_layers(6, 3, "importance")
     for k in range(1, 13):
         for n in range(1, k + 1):
             for how in inheritune.LAYER_CHOICES:
-                assert layer_problem(choose_layers(k, n, how), k) is None, (k, n, how)
+                importance = torch.randn(k, generator=torch.Generator().manual_seed(k)).tolist()
+                assert layer_problem(choose_layers(k, n, how, importance), k) is None, (k, n, how)
     assert "repeat" in layer_problem([0, 1, 1], 4)
     assert "outside 0..3" in layer_problem([0, 4], 4)
     assert "outside" in layer_problem([-1], 4)
@@ -1189,6 +1216,102 @@ def test_dead_heads_and_channels_score_zero_and_go_first(shape):
         assert all(0 not in keep[f"heads.{i}"] for i in range(cfg.n_layer))
 
 
+TIED = {"gpt2": SHAPES["gpt2"], "llama_gqa_tied": {**SHAPES["llama_gqa_untied"], "tie_embeddings": True}}
+
+
+def score_windows(n=4, seed=5):
+    """n batches [16, 25] of the toy language, apart from fit()'s training and evaluation windows."""
+    tokens = torch.from_numpy(markov_tokens(400 * n, seed=seed))
+    return [tokens[i * 400:(i + 1) * 400].view(16, 25) for i in range(n)]
+
+
+@pytest.mark.parametrize("shape", TIED)
+def test_layer_importance_drops_exactly_the_identity_blocks(shape):
+    """A trained 3-layer model with two blocks that add nothing (zero output projections) slipped in at
+    positions 1 and 3: skipping either leaves the loss exactly unchanged, skipping a trained one raises it,
+    so `importance` keeps blocks 0, 2, 4, and the student is the trained 3-layer model again. (The shapes
+    tie the head to the embedding: with an untied head this toy bigram language needs no blocks at all.)"""
+    torch.manual_seed(0)
+    trained = GPT(GPTConfig(**{**TIED[shape], "n_layer": 3}))
+    fit(trained, markov_tokens(20000), 60)
+    identity = copy.deepcopy(trained.blocks[0])
+    with torch.no_grad():
+        for linear in (identity.attn.proj, identity.mlp.proj):
+            linear.weight.zero_()
+            if linear.bias is not None:
+                linear.bias.zero_()
+    ref = copy.deepcopy(trained)
+    ref.blocks = torch.nn.ModuleList([trained.blocks[0], identity, trained.blocks[1], copy.deepcopy(identity), trained.blocks[2]])
+    ref.config.n_layer = 5
+    rises = block_importance(ref, score_windows())
+    assert rises[1] == rises[3] == 0 and min(rises[0], rises[2], rises[4]) > 0.01, rises
+    assert len(ref.blocks) == 5  # every block is back
+    layers = choose_layers(5, 3, "importance", rises)
+    assert layers == [0, 2, 4]
+    idx = torch.randint(0, 61, (2, 20))
+    torch.testing.assert_close(inherit_layers(ref, layers)(idx)[0], trained(idx)[0], rtol=0, atol=0)
+
+
+def test_learned_masks_drop_exactly_the_dead_heads_and_channels():
+    """A reference trained with kv group 0, the even FFN channels and every other hidden channel (as many as
+    keeping n_head - 2 heads drops) held at zero: the learned masks drop exactly those and keep all that
+    trained. (Shape: LLaMA with GQA and a tied head, so the blocks matter; see the test above.)"""
+    cfg = GPTConfig(**TIED["llama_gqa_tied"])
+    per_group, D = cfg.n_head // cfg.n_kv_head, cfg.head_dim
+    dead = {"hidden": torch.arange(1, cfg.n_embd, 2)[:cfg.n_embd - (cfg.n_head - per_group) * D],
+            "ffn": torch.arange(0, cfg.ffn_hidden, 2), "heads": torch.tensor([0])}
+    torch.manual_seed(0)
+    ref = GPT(cfg)
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            live = torch.ones_like(p)
+            for dim, group, index in width_slices(cfg, name):
+                live.index_fill_(dim, torch.isin(index, dead[group.split(".")[0]]).nonzero().squeeze(1), 0.0)
+            p.mul_(live)
+            p.register_hook(lambda grad, live=live: grad * live)  # Adam then never moves a dead weight
+    fit(ref, markov_tokens(20000), 80)
+    scores = learned_mask_scores(ref, score_windows(), cfg.n_head - per_group, cfg.ffn_hidden // 2)
+    _, keep = reduce_width(ref, cfg.n_head - per_group, cfg.ffn_hidden // 2, scores)
+    assert not torch.isin(keep["hidden"], dead["hidden"]).any()
+    for i in range(cfg.n_layer):
+        assert keep[f"heads.{i}"].tolist() == [1]
+        assert torch.equal(keep[f"ffn.{i}"], torch.arange(1, cfg.ffn_hidden, 2))
+    full = learned_mask_scores(ref, score_windows(), cfg.n_head, cfg.ffn_hidden)  # nothing to drop, nothing learned
+    assert all(torch.equal(s, torch.ones_like(s)) for s in full.values()) and len(full) == 1 + 2 * cfg.n_layer
+
+
+@pytest.mark.parametrize("shape", TIED)
+def test_learned_masks_drop_a_harmful_channel_that_norm_and_taylor_keep(shape):
+    """The case built for it: each layer of a trained model gets one more FFN channel with large weights that
+    writes a random vector into the residual stream and so raises the loss. The L2 norm keeps it (large
+    weights), Taylor keeps it (|w * dL/dw| is large whichever way the loss moves); the learned mask closes it
+    because closing it lowers the loss, and the model it leaves is the trained one."""
+    torch.manual_seed(0)
+    trained = GPT(GPTConfig(**TIED[shape]))
+    fit(trained, markov_tokens(20000), 80)
+    cfg, F_ = trained.config, trained.config.ffn_hidden
+    ref, state = GPT(dataclasses.replace(cfg, ffn_hidden=F_ + 1)), {}
+    noise = torch.Generator().manual_seed(3)
+    for name, t in trained.state_dict().items():  # channel F_ of every layer: rows 3 x channel 0's, a random column
+        if name.endswith("mlp.proj.weight"):
+            t = torch.cat([t, torch.randn(t.shape[0], 1, generator=noise)], 1)
+        elif ".mlp." in name and not name.endswith("proj.bias"):
+            t = torch.cat([t, 3 * t[:1]], 0)
+        state[name] = t
+    ref.load_state_dict(state)
+    batches = score_windows()
+    losses, dropped = {}, {}
+    for how, scores in (("norm", weight_norm_scores(ref)), ("taylor", taylor_scores(ref, batches)),
+                        ("learned", learned_mask_scores(ref, batches, cfg.n_head, F_))):
+        narrow, keep = reduce_width(ref, cfg.n_head, F_, scores)
+        dropped[how] = [sorted(set(range(F_ + 1)) - set(keep[f"ffn.{i}"].tolist())) for i in range(cfg.n_layer)]
+        with torch.no_grad():
+            losses[how] = sum(narrow(b[:, :-1], b[:, 1:])[1].item() for b in batches) / len(batches)
+    assert dropped["learned"] == [[F_]] * cfg.n_layer
+    assert all(F_ not in d for how in ("norm", "taylor") for d in dropped[how]), dropped
+    assert losses["learned"] < min(losses["norm"], losses["taylor"]) - 0.5, losses
+
+
 # --- the script ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def toy_data_inh(tmp_path_factory):
@@ -1241,12 +1364,32 @@ def test_v1_script_from_a_checkpoint_with_width_reduction(toy_data_inh, tmp_path
     assert data.file_info(out / "subset.bin")["n_tokens"] == 2048
 
 
+def test_v1_script_with_layer_importance_and_learned_widths(toy_data_inh, tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("4L64H", vocab_size=61))
+    torch.save(dict(model_args=model.model_args(), model=model.state_dict()), tmp_path / "ref.pt")
+    out = tmp_path / "v1"
+    run_main_inh(monkeypatch, "--data_dir", str(toy_data_inh), "--out_dir", str(out), "--init_from", str(tmp_path / "ref.pt"),
+                 "--mode", "v1", "--layers", "importance", "--inherit_layers", "2", "--subset_tokens", "2048",
+                 "--epochs", "1", "--keep_ffn", "64", "--width_score", "learned", "--mask_steps", "5", *SMALL[2:])
+    result = json.loads((out / "results.json").read_text())
+    rises = result["layer_importance"]
+    assert len(rises) == 4 and rises == block_importance(model, [torch.from_numpy(  # the last windows of val.bin
+        data.read_tokens(toy_data_inh / "val.bin")[-4 * 8 * 33:].astype("int64")).view(4, 8, 33)[i] for i in range(4)])
+    ranking = ", ".join(f"{i}: {rises[i]:+.4f}" for i in sorted(range(4), key=lambda i: -rises[i]))
+    assert f"most important first: {ranking}" in capsys.readouterr().out
+    assert [r["run"] for r in result["rows"]] == ["reference", "v1_n2"] and result["rows"][1]["n_layer"] == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--inherit_layers", "9"], "--inherit_layers 9 exceeds the reference depth 4"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,1,1"], "repeat an index"),
     (["--mode", "v1", "--subset_tokens", "2048", "--layers", "0,7"], "outside 0..3"),
     (["--layers", "0,1"], "v2 grows the depth"),
     (["--layers", "middle"], "--layers 'middle'"),
+    (["--width_score", "learned", "--mask_steps", "0"], "--mask_steps must be positive"),
+    (["--mode", "v1", "--subset_tokens", "2048", "--layers", "importance", "--score_batches", "40"],
+     "--layers importance: .*val.bin holds fewer than --score_batches"),
     (["--keep_heads", "3", "--preset", "4L256H"], "--keep_heads 3"),
     (["--init_from", "nowhere/ckpt.pt"], "--init_from nowhere/ckpt.pt: no such"),
     (["--reference", "{other_vocab}"], "other.pt has vocabulary 100, but the data in .* has 61"),
@@ -2880,3 +3023,50 @@ def test_readme_commands_name_real_scripts_and_flags():
         flags = [w.split("=")[0] for w in words[words.index(script) + 1:] if w.startswith("--")]
         problems += [f"{' '.join(words)}: {script} has no {f}" for f in flags if f not in script_flags(script)]
     assert not problems, "\n".join(problems)
+
+
+# --- pangu_ladder.py -------------------------------------------------------------------------------------
+import pangu_ladder  # noqa: E402
+
+
+def test_pangu_ladder_runs_five_rungs_on_equal_bytes_at_nano_size(tmp_path, monkeypatch, capsys):
+    gpt2_or_skip()
+    make_corpus(tmp_path / "corpus", n_docs=160)
+    data.prepare([str(tmp_path / "corpus")], out_dir=str(tmp_path), name="g", tokenizer="gpt2", val_fraction=0.2, num_proc=1)
+    out = tmp_path / "ladder"
+    import model  # a nano pair with head dim 32: the GPT-2 embedding of rung 1 dominates the test's time
+    monkeypatch.setitem(model.PRESETS, "nano-wide", dict(flavour="llama", n_layer=1, n_head=2, n_embd=64, ffn_hidden=128, block_size=64))
+    monkeypatch.setitem(model.PRESETS, "nano-deep", dict(flavour="llama", n_layer=2, n_head=1, n_embd=32, ffn_hidden=64, block_size=64))
+    monkeypatch.setattr(sys, "argv", ["pangu_ladder.py", "--data_dir", str(tmp_path / "g"), "--out_dir", str(out),
+                                      "--vocab_size", "400", "--wide", "nano-wide", "--deep", "nano-deep", "--reference_layers", "4",
+                                      "--train_bytes", "8000", "--eval_bytes", "3000", "--mask_steps", "5", "--seeds", "0", "1",
+                                      "--seq_len", "32", "--batch_tokens", "512", "--micro_batch", "16", "--log_every", "100"])
+    pangu_ladder.main()
+    result = json.loads((out / "ladder.json").read_text())
+    rows = result["rows"]
+    assert [r["rung"] for r in rows] == list(pangu_ladder.RUNGS)
+    assert [r["vocab"] for r in rows] == [50257, 400, 400, 400, 400]
+    assert [r["shape"] for r in rows] == ["1 x 64", "1 x 64", "2 x 32", "2 x 32", "2 x 32"]
+    assert rows[2]["params"] == rows[3]["params"] == rows[4]["params"]  # inheritance cut the deep shape out exactly
+    # every rung reads the same bytes to within a batch (512 tokens, under 4 bytes each here)
+    assert all(abs(r["bytes"] - 8000) <= 512 * 4 for r in rows), [r["bytes"] for r in rows]
+    assert len(result["layer_importance"]) == 4 and len(result["layers"]) == 2
+    assert result["layers"] == inheritune.choose_layers(4, 2, "importance", result["layer_importance"])
+    assert all(len(r["seeds"]) == 2 and math.isfinite(r["bpb"]) for r in rows)
+    assert rows[0]["seeds"][0] != rows[0]["seeds"][1]  # the seeds change the init
+    table = capsys.readouterr().out
+    assert "| 5 +2 rounds | 400 | 2 x 32 |" in table and "whose training took" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--wide", "nope"], "unknown preset 'nope'"),
+    (["--deep", "4L128H"], "must share the head dim \\(64 vs 128\\)"),
+    (["--train_bytes", "0", "--reference_layers", "2"], "--train_bytes must be positive; --reference_layers 2 is shallower"),
+    (["--data_dir", "{tmp}/nowhere"], "nowhere/meta.json: not found"),
+])
+def test_pangu_ladder_bad_input_is_one_clear_error_before_any_work(tmp_path, monkeypatch, argv, message):
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    monkeypatch.setattr(sys, "argv", ["pangu_ladder.py", "--out_dir", str(tmp_path / "out"), *argv])
+    with pytest.raises((UsageError, data.DataError), match=message):
+        pangu_ladder.main()
+    assert not (tmp_path / "out").exists()
