@@ -65,7 +65,7 @@ def ladder(args, ctx):
     """Train every rung for every seed; returns the rows of the table."""
     pruned_dir = os.path.join(args.out_dir, f"data-pruned{args.vocab_size}")
     if not os.path.isfile(os.path.join(pruned_dir, "meta.json")):
-        prune_args = argparse.Namespace(stats_files=None, checkpoint="", out_checkpoint="", num_proc=1)
+        prune_args = argparse.Namespace(stats_files=None, init_from="", out_checkpoint="", num_proc=1)
         r = prune_tokenizer.prune(prune_args, args.data_dir, args.vocab_size, pruned_dir)
         print0(f"pruned {r['source_vocab']:,} -> {r['vocab_size']:,} ids, coverage {r['coverage']:.2%}")
     vocab = {d: data.load_meta(d)["vocab_size"] for d in (args.data_dir, pruned_dir)}
