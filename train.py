@@ -874,12 +874,20 @@ def export_hf(args, ctx, vocab_size):
            f"end-of-text id {tok.eot_id} as bos/eos)")
 
 
+def sample_text(model, tok, prompt, max_new_tokens, temperature, top_k, device):
+    """A continuation of prompt, decoded; the prompt starts after end-of-text, as every document does."""
+    idx = torch.tensor([[tok.eot_id] + tok.encode(prompt)], device=device)
+    return tok.decode(model.generate(idx, max_new_tokens, temperature, top_k)[0, 1:].tolist())
+
+
 def main():
     parser = add_train_args(argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter))
     parser.add_argument("--sample", default=None, help="print a continuation of this prompt from --init_from (or out_dir/ckpt.pt) and exit")
     parser.add_argument("--max_new_tokens", type=int, default=200, help="tokens to sample")
     parser.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (0: greedy)")
     parser.add_argument("--top_k", type=int, default=50, help="sample among the k most likely tokens")
+    parser.add_argument("--final_sample", default="def ", metavar="PROMPT",
+                        help="after training, print a 64-token continuation of PROMPT ('': none)")
     parser.add_argument("--eval_bin", default="", help="evaluate --init_from (or out_dir/ckpt.pt) on this token file and exit")
     parser.add_argument("--export_hf", default="", metavar="DIR",
                         help="write --init_from as a Hugging Face folder (config, weights, generation "
@@ -895,14 +903,21 @@ def main():
         if args.eval_bin:
             return print0(json.dumps(evaluate(model, args, ctx, val_bin=args.eval_bin, max_tokens=10**12)))
         tok = data.load_tokenizer(args.data_dir)
-        idx = torch.tensor([[tok.eot_id] + tok.encode(args.sample)], device=ctx.device)
-        out = model.generate(idx, args.max_new_tokens, args.temperature, args.top_k)
-        return print0(tok.decode(out[0, 1:].tolist()))
+        return print0(sample_text(model, tok, args.sample, args.max_new_tokens, args.temperature, args.top_k,
+                                  ctx.device))
     check_args(args, ctx)
     print0(json.dumps(vars(args)))
     model = build_model(args, meta["vocab_size"])
     check_seq_len(args, model)
     train(model, args, ctx, out_dir=args.out_dir)
+    try:  # show what the model learned; token files without a tokenizer have nothing to decode with
+        tok = data.load_tokenizer(args.data_dir) if args.final_sample else None
+    except data.DataError:
+        tok = None
+    if tok:
+        torch.manual_seed(args.seed)  # the same sample on every run and every rank (FSDP: all ranks run it)
+        text = sample_text(model.eval(), tok, args.final_sample, 64, args.temperature, args.top_k, ctx.device)
+        print0(f"sample ({args.final_sample!r} + 64 tokens, temperature {args.temperature}):\n{text}")
 
 
 if __name__ == "__main__":
