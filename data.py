@@ -465,9 +465,10 @@ def _encode_docs(docs):
     return np.array(ids, token_dtype(tok.vocab_size))
 
 
-def _encode_range(span):
-    """_encode_docs of the corpus documents span = (start, stop), and their UTF-8 bytes."""
-    docs = [_worker_corpus[i] for i in range(*span)]
+def _encode_range(task):
+    """_encode_docs of a list of documents, or of the worker's corpus documents task = (start, stop), and their
+    UTF-8 bytes."""
+    docs = task if isinstance(task, list) else [_worker_corpus[i] for i in range(*task)]
     return _encode_docs(docs), sum(len(d.encode("utf-8")) for d in docs)
 
 
@@ -478,13 +479,18 @@ def encode_corpus(corpus, spec, num_proc, label):
     step = max(1, min(64, len(corpus) // (4 * num_proc)))  # small corpora: 4 chunks a process keep all busy
     spans = [(i, min(i + step, len(corpus))) for i in range(0, len(corpus), step)]
     window = 8 * num_proc  # chunks in flight: Pool.imap alone would queue the whole corpus at once
+    # files: workers read their documents themselves; texts already in memory travel with their chunk
+    in_memory = corpus.texts is not None
+    task = (lambda span: [corpus[i] for i in range(*span)]) if in_memory else (lambda span: span)
+    shared = None if in_memory else corpus
     if num_proc == 1:
-        _init_worker(spec, corpus)
+        _init_worker(spec, shared)
     t0, shown, done = time.time(), 0.0, 0
-    with multiprocessing.Pool(num_proc, _init_worker, (spec, corpus)) if num_proc > 1 else contextlib.nullcontext() as pool:
+    with multiprocessing.Pool(num_proc, _init_worker, (spec, shared)) if num_proc > 1 else contextlib.nullcontext() as pool:
         for w in range(0, len(spans), window):
             group = spans[w:w + window]
-            for ids, n_bytes in (pool.imap(_encode_range, group) if pool else map(_encode_range, group)):
+            tasks = [task(span) for span in group]
+            for ids, n_bytes in (pool.imap(_encode_range, tasks) if pool else map(_encode_range, tasks)):
                 done += n_bytes
                 yield ids, n_bytes
             last = w + window >= len(spans)
