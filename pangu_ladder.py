@@ -3,8 +3,8 @@ PanGu-pi Pro's ladder (Tang et al. 2024, arXiv 2402.02791, fig. 1) as one comman
 strategy to the one before. Every rung trains on the same number of bytes of text and is evaluated in bits per
 byte on the same validation text, so rungs with different tokenizers compare.
 
-  python data.py --tokenizer gpt2 --name stdlib-gpt2     # once: the built-in corpus in GPT-2 tokens
-  python pangu_ladder.py --data_dir data/stdlib-gpt2      # the CPU demo
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2   # once: the built-in corpus in GPT-2 tokens
+  python pangu_ladder.py --data_dir data/stdlib-gpt2                  # the CPU demo
 
   1 baseline     the big tokenizer (--data_dir, GPT-2), the --wide shape, random init
   2 +tokenizer   GPT-2 pruned to --vocab_size (prune_tokenizer.prune: most frequent ids, closed under merges)
@@ -30,7 +30,8 @@ import inheritune
 import multiround
 import prune_tokenizer
 from model import GPT, GPTConfig
-from train import UsageError, add_train_args, check_args, cli, print0, setup, train, whole
+from train import (SHAPE_FLAGS, HelpFormatter, UsageError, add_train_args, check_args, cli, given_flags, print0, refuse,
+                   setup, train, whole, with_args)
 
 RUNGS = ("1 baseline", "2 +tokenizer", "3 +deep", "4 +inherit", "5 +2 rounds")
 
@@ -76,8 +77,8 @@ def ladder(args, ctx):
 
     def run(name, model, data_dir, n_bytes, **kw):
         val = data.load_meta(data_dir)["val"]  # the same validation text, in this tokenizer's tokens
-        run_args = argparse.Namespace(**{**vars(args), "data_dir": data_dir,
-                                         "eval_tokens": round(args.eval_bytes * val["tokens"] / val["bytes"])})
+        run_args = with_args(args, data_dir=data_dir,
+                             eval_tokens=round(args.eval_bytes * val["tokens"] / val["bytes"]))
         max_tokens = steps_for_bytes(n_bytes, data_dir, args.batch_tokens) * args.batch_tokens
         out_dir = os.path.join(args.out_dir, name)
         return train(model, run_args, ctx, out_dir=out_dir, max_tokens=max_tokens, **kw), run_args
@@ -183,8 +184,7 @@ def plot(rows, path):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser = add_train_args(parser)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     g = parser.add_argument_group("ladder")
     g.add_argument("--vocab_size", type=int, default=8192, help="ids of the pruned tokenizer (rungs 2-5)")
     g.add_argument("--wide", default="pangu-cpu-wide",
@@ -200,9 +200,13 @@ def main():
     g.add_argument("--score_batches", type=int, default=4,
                    help="batches for layer importance (the end of val.bin) and for the masks (train.bin)")
     g.add_argument("--mask_steps", type=int, default=200, help="steps of the learned width masks")
+    add_train_args(parser)
     parser.set_defaults(out_dir="out_ladder", seq_len=128, batch_tokens=4096, micro_batch=16, eval_every=100,
                         ckpt_every=100, lr=3e-3, data_dir="data/stdlib-gpt2")
     args = parser.parse_args()
+    # the rungs fix their own shapes and budgets: a flag that would set them is refused, not ignored
+    refuse(given_flags(parser, {"preset", "init_from", "block_size", "max_tokens", "max_steps", *SHAPE_FLAGS}),
+           "to the ladder: the shapes are --wide and --deep, the budget --train_bytes")
     ctx = setup(args)
     print0(json.dumps(vars(args)))
     check_args(args, ctx)

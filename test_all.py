@@ -3063,6 +3063,7 @@ def test_pangu_ladder_runs_five_rungs_on_equal_bytes_at_nano_size(tmp_path, monk
     (["--deep", "4L128H"], "must share the head dim \\(64 vs 128\\)"),
     (["--train_bytes", "0", "--reference_layers", "2"], "--train_bytes must be positive; --reference_layers 2 is shallower"),
     (["--data_dir", "{tmp}/nowhere"], "nowhere/meta.json: not found"),
+    (["--preset", "nano", "--n_layer", "2"], "--preset and --n_layer do not apply to the ladder"),
 ])
 def test_pangu_ladder_bad_input_is_one_clear_error_before_any_work(tmp_path, monkeypatch, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]

@@ -195,6 +195,12 @@ def given_flags(parser, dests):
     return [a.option_strings[0] for a in parser._actions if a.dest in dests and any(map(given, a.option_strings))]
 
 
+def with_args(args, **changes):
+    """A copy of the parsed flags with some changed: a phase or a baseline runs with its own values while
+    `args` stays as parsed, since it is what checkpoints record."""
+    return argparse.Namespace(**{**vars(args), **changes})
+
+
 def refuse(flags, why):
     """One line naming flags a script would ignore, instead of ignoring them without a word."""
     if flags:
