@@ -192,7 +192,7 @@ def main():
     g.add_argument("--deep", default="pangu-cpu-deep", help="preset of the deep-narrow shape (rungs 3-5)")
     g.add_argument("--reference_layers", type=int, default=14,
                    help="depth of the reference that rungs 4-5 inherit from")
-    g.add_argument("--train_bytes", type=int, default=2_000_000,
+    g.add_argument("--train_bytes", type=int, default=600_000,
                    help="training text per rung (and for the reference), in bytes")
     g.add_argument("--eval_bytes", type=int, default=100_000,
                    help="validation text per evaluation, in bytes (the same text for all)")
