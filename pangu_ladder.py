@@ -1,22 +1,25 @@
 """
-PanGu-pi Pro's ladder (Tang et al. 2024, arXiv 2402.02791, fig. 1) as one command: five rungs, each adding one
-strategy to the one before. Every rung trains on the same number of bytes of text and is evaluated in bits per
-byte on the same validation text, so rungs with different tokenizers compare.
+PanGu-pi Pro's ladder (Tang et al. 2024, arXiv 2402.02791, fig. 1) as one command: five rungs, each
+adding one strategy to the one before. Every rung trains on the same number of bytes of text and is
+evaluated in bits per byte on the same validation text, so rungs with different tokenizers compare.
 
-  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2   # once: the built-in corpus in GPT-2 tokens
-  python pangu_ladder.py --data_dir data/stdlib-gpt2                  # the CPU demo
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # once: stdlib in GPT-2 tokens
+  python pangu_ladder.py --data_dir data/stdlib-gpt2                 # the CPU demo
 
   1 baseline     the big tokenizer (--data_dir, GPT-2), the --wide shape, random init
-  2 +tokenizer   GPT-2 pruned to --vocab_size (prune_tokenizer.prune: most frequent ids, closed under merges)
+  2 +tokenizer   GPT-2 pruned to --vocab_size (prune_tokenizer.prune: most frequent ids, closed
+                 under merges)
   3 +deep        the --deep shape (about the --wide shape's parameters at that vocabulary)
-  4 +inherit     from a reference of --reference_layers x the --wide width, trained here on the pruned data
-                 for --train_bytes; layer importance picks the deep shape's layers, learned masks its widths
-  5 +2 rounds    as 4, but round 1 gets 2/3 of the bytes and round 2 half of round 1's batches, drawn by the
-                 frozen round-1 model's loss (multiround.py): the same bytes in all
+  4 +inherit     from a reference of --reference_layers x the --wide width, trained here on the
+                 pruned data for --train_bytes; layer importance picks the deep shape's layers,
+                 learned masks its widths
+  5 +2 rounds    as 4, but round 1 gets 2/3 of the bytes and round 2 half of round 1's batches,
+                 drawn by the frozen round-1 model's loss (multiround.py): the same bytes in all
 
-The reference's own training is not counted in rung 4's or 5's bytes or FLOPs (the paper inherits from a
-7B model trained elsewhere); the table names its cost apart. Seeds change the init of rungs 1-3 and the mask
-noise of rungs 4-5; the data order is the same for all. Outputs: <out_dir>/ladder.json, ladder.png.
+The reference's own training is not counted in rung 4's or 5's bytes or FLOPs (the paper inherits
+from a 7B model trained elsewhere); the table names its cost apart. Seeds change the init of rungs
+1-3 and the mask noise of rungs 4-5; the data order is the same for all. Outputs:
+<out_dir>/ladder.json, ladder.png.
 """
 import argparse
 import dataclasses

@@ -1,18 +1,20 @@
 """
-Patch-level training (Shao et al. 2024, "Patch-Level Training for Large Language Models", arXiv 2407.12665):
-train first on patches of K tokens (the mean of their embeddings) to predict the next patch, then on tokens.
+Patch-level training (Shao et al. 2024, "Patch-Level Training for Large Language Models", arXiv
+2407.12665): train first on patches of K tokens (the mean of their embeddings) to predict the next
+patch, then on tokens.
 
-  python data.py && python patch_train.py            # tiny model, K=4, lambda=2/3, CPU, built-in corpus
-  python patch_train.py --compare                     # also two token-level baselines: same tokens, same FLOPs
+  python data.py && python patch_train.py  # tiny model, K=4, lambda=2/3, CPU, built-in corpus
+  python patch_train.py --compare  # also two token-level baselines: same tokens, same FLOPs
   torchrun --nproc_per_node=2 patch_train.py --preset small --max_tokens 50_000_000
-  python patch_train.py --resume                      # continues inside whichever phase was interrupted
+  python patch_train.py --resume  # continues inside whichever phase was interrupted
 
-Phase 1 reads a fraction lambda of the token budget as rows of K*T tokens = T patches (sec. 3.1), so a step
-holds as many tokens as a token-level step but costs about 1/K of it. Phase 2 copies every weight, builds a
-new AdamW and restarts warmup + cosine at the same peak LR (sec. 3.2, "reset"), and reads the remaining
-1 - lambda of the budget from where phase 1 stopped, so the phases see disjoint data. Relative compute is
-lambda/K + 1 - lambda (0.5 for K=4, lambda=2/3). --max_tokens / --max_steps budget both phases together.
-Phases live in OUT_DIR/patch and OUT_DIR/token, baselines in OUT_DIR/baseline_*.
+Phase 1 reads a fraction lambda of the token budget as rows of K*T tokens = T patches (sec. 3.1), so
+a step holds as many tokens as a token-level step but costs about 1/K of it. Phase 2 copies every
+weight, builds a new AdamW and restarts warmup + cosine at the same peak LR (sec. 3.2, "reset"), and
+reads the remaining 1 - lambda of the budget from where phase 1 stopped, so the phases see disjoint
+data. Relative compute is lambda/K + 1 - lambda (0.5 for K=4, lambda=2/3). --max_tokens /
+--max_steps budget both phases together. Phases live in OUT_DIR/patch and OUT_DIR/token, baselines
+in OUT_DIR/baseline_*.
 """
 import argparse
 import json

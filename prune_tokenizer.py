@@ -1,19 +1,22 @@
 """
-Compact tokenizer (Tang et al. 2024, "Rethinking Optimization and Architecture for Tiny Language Models",
-arXiv 2402.02791, "Compact Tokenizer"; PanGu-pi Pro): keep only the V most frequent tokens of a big tokenizer, so a small
-model spends fewer parameters on its embedding and head (PanGu-pi-1B Pro: 100,883 -> 48,000 ids).
+Compact tokenizer (Tang et al. 2024, "Rethinking Optimization and Architecture for Tiny Language
+Models", arXiv 2402.02791, "Compact Tokenizer"; PanGu-pi Pro): keep only the V most frequent tokens
+of a big tokenizer, so a small model spends fewer parameters on its embedding and head (PanGu-pi-1B
+Pro: 100,883 -> 48,000 ids).
 
-  python data.py && python prune_tokenizer.py          # prune data/stdlib's 8192-piece BPE to 4096 (~1 min CPU)
+  python data.py && python prune_tokenizer.py  # data/stdlib's 8192-piece BPE -> 4096
   python prune_tokenizer.py --data_dir data/stdlib-gpt2 --vocab_size 16384 --init_from out/ckpt.pt
-  python prune_tokenizer.py --compare                  # GPT-2 -> 8k and 16k; tiny models trained on equal bytes
+  python prune_tokenizer.py --compare  # GPT-2 -> 8k and 16k; tiny models trained on equal bytes
 
-One run: statistics (token_counts.tsv, top tokens decoded) -> selection -> a tokenizer file that stock
-tiktoken / sentencepiece load -> train.bin and val.bin re-tokenized document by document -> with --init_from,
-a copy of that model with its embedding and head rows sliced to the kept ids (ready for `--init_from`, or for
-inheritune.py: the PanGu-pi Pro recipe). The output folder is a data folder: `train.py --data_dir <it>`.
+One run: statistics (token_counts.tsv, top tokens decoded) -> selection -> a tokenizer file that
+stock tiktoken / sentencepiece load -> train.bin and val.bin re-tokenized document by document ->
+with --init_from, a copy of that model with its embedding and head rows sliced to the kept ids
+(ready for `--init_from`, or for inheritune.py: the PanGu-pi Pro recipe). The output folder is a
+data folder: `train.py --data_dir <it>`.
 
-Unlike the official script, the selection is closed under BPE merges: every kept token can still be produced,
-because every piece its merges pass through is kept too (otherwise its row is dead and the text needs more tokens).
+Unlike the official script, the selection is closed under BPE merges: every kept token can still be
+produced, because every piece its merges pass through is kept too (otherwise its row is dead and the
+text needs more tokens).
 """
 import argparse
 import base64
