@@ -37,10 +37,11 @@ DEFAULT_TARGET, DEFAULT_TARGET_SHAPE = "tiny", dict(n_layer=8)
 
 
 # --- the method: copy these ---------------------------------------------------------------------
-# Torch only. Assumed of a model: type(model)(config) builds a fresh one from a dataclass config
-# (n_layer, n_embd, n_head, n_kv_head, head_dim, ffn_hidden, tie_embeddings), its layers are the
-# ModuleList model.blocks, its first parameter is the token embedding. Other codebases' tensor names
-# (nanoGPT: attn.c_attn, attn.c_proj, mlp.c_proj) go in as arguments.
+# Torch and the standard library only. Assumed of a model: type(model)(config) builds a fresh one
+# from a dataclass config (n_layer, n_embd, n_head, n_kv_head, head_dim, ffn_hidden,
+# tie_embeddings), its layers are the ModuleList model.blocks, its first parameter is the token
+# embedding. Other codebases' tensor names (nanoGPT: attn.c_attn, attn.c_proj, mlp.c_proj) go in
+# as arguments: out_proj, axes, qkv.
 OUT_PROJ = ("attn.proj", "mlp.proj")  # a block's output projections: what its branches add to x
 
 
