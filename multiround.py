@@ -31,45 +31,52 @@ import torch
 import torch.distributed as dist
 
 import data
-from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args, check_seq_len, cli,
-                   model_from_checkpoint, plot_curves, print0, rank0_decides, setup, train, val_curve)
+from train import (HelpFormatter, UsageError, add_train_args, alias, build_model, check_args,
+                   check_seq_len, cli, model_from_checkpoint, plot_curves, print0, rank0_decides,
+                   setup, train, val_curve)
 
 
-# --- the method ---------------------------------------------------------------------------------------------
+# --- the method ---------------------------------------------------------------------------------
 def hard_batch_probs(losses, temperature=1.0):
-    """p_i = exp(l_i / t) / sum_j exp(l_j / t) (sec. 3.4 uses t = 1): the chance that batch i is the first
-    one drawn. In float64: the selection index records them, and they can be ~1e-5 each (N = 75k)."""
+    """p_i = exp(l_i / t) / sum_j exp(l_j / t) (sec. 3.4 uses t = 1): the chance that batch i is
+    the first one drawn."""
+    # float64: the selection index records them, and they can be ~1e-5 each (N = 75k)
     return torch.softmax(torch.as_tensor(losses, dtype=torch.float64) / temperature, dim=0)
 
 
 def sample_hard_batches(losses, n_keep, temperature=1.0, generator=None):
-    """n_keep distinct batch indices drawn sequentially without replacement from p = softmax(losses / t)
-    (`torch.multinomial(p, n_keep, replacement=False)`, sec. 3.4), in random order: the draw order puts
-    likely (hard) batches first, which would front-load them in the next round. Batch i is kept with
-    probability P(i in sample), which exceeds p_i and is not proportional to it; only the first draw
-    follows softmax exactly. All-equal losses give a uniformly random subset."""
+    """n_keep distinct batch indices drawn sequentially without replacement from
+    p = softmax(losses / t) (`torch.multinomial(p, n_keep, replacement=False)`, sec. 3.4), in
+    random order. All-equal losses give a uniformly random subset."""
+    # batch i is kept with probability P(i in sample), which exceeds p_i and is not proportional
+    # to it; only the first draw follows the softmax exactly
     probs = hard_batch_probs(losses, temperature)
     if not 1 <= n_keep <= len(probs):
         raise ValueError(f"n_keep {n_keep} must lie in 1..{len(probs)} (the number of batches)")
     keep = torch.multinomial(probs, n_keep, replacement=False, generator=generator)
-    # sorted first, so the order depends only on the kept set and the permutation: two selections drawn
-    # from one seed (loss-weighted and uniform in --compare) then also share the order of their common batches
+    # the draw order puts likely (hard) batches first, which would front-load them in the next
+    # round: shuffle. Sorted first, so the order depends only on the kept set and the permutation:
+    # two selections drawn from one seed (loss-weighted and uniform in --compare) then also share
+    # the order of their common batches
     return keep.sort().values[torch.randperm(n_keep, generator=generator)]
 
 
 def batch_windows(tokens, index, batch_rows, seq_len):
-    """Batch `index` of the sequential cut: tokens[index*B*T : (index+1)*B*T + 1] as B windows of T + 1
-    tokens, overlapping by one (the target of the last input), as data.BatchStream reads a global batch."""
+    """Batch `index` of the sequential cut: tokens[index*B*T : (index+1)*B*T + 1] as B windows of
+    T + 1 tokens, as data.BatchStream reads a global batch."""
+    # the windows overlap by one token: the target of the last input
     start = index * batch_rows * seq_len
-    block = torch.from_numpy(np.asarray(tokens[start:start + batch_rows * seq_len + 1], dtype=np.int64))
-    return block.unfold(0, seq_len + 1, seq_len)
+    block = np.asarray(tokens[start:start + batch_rows * seq_len + 1], dtype=np.int64)
+    return torch.from_numpy(block).unfold(0, seq_len + 1, seq_len)
 
 
 @torch.no_grad()
-def score_batches(model, tokens, n_batches, batch_rows, seq_len, micro_rows=8, device="cpu", autocast=nullcontext):
-    """Mean next-token cross-entropy of each of the first n_batches sequential batches (batch_windows) under
-    the frozen model (eval mode, no grad) -> float64 [n_batches]. Under torch.distributed rank k scores
-    batches k, k + world, ... and the vector is summed over ranks, so every rank returns all the scores."""
+def score_batches(model, tokens, n_batches, batch_rows, seq_len, micro_rows=8, device="cpu",
+                  autocast=nullcontext):
+    """Mean next-token cross-entropy of each of the first n_batches sequential batches
+    (batch_windows) under the frozen model (eval mode, no grad) -> float64 [n_batches]. Under
+    torch.distributed every rank returns all the scores."""
+    # rank k scores batches k, k + world, ...; the vector is then summed over ranks
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     was_training = model.training
     model.eval()
@@ -78,8 +85,9 @@ def score_batches(model, tokens, n_batches, batch_rows, seq_len, micro_rows=8, d
     for i in range(rank, n_batches, world):
         progress.update(i)  # rank 0's count stands for all: the ranks score at the same pace
         windows = batch_windows(tokens, i, batch_rows, seq_len).to(device)
-        total = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device: no sync per chunk
-        for chunk in windows.split(micro_rows):  # micro-batches bound the memory; weights keep it a plain mean
+        total = torch.zeros((), dtype=torch.float64, device=device)  # no host sync per chunk
+        # micro-batches bound the memory; weighting each by its rows keeps it a plain mean
+        for chunk in windows.split(micro_rows):
             with autocast():
                 total += model(chunk[:, :-1], chunk[:, 1:])[1].double() * len(chunk)
         scores[i] = total / batch_rows
@@ -91,21 +99,27 @@ def score_batches(model, tokens, n_batches, batch_rows, seq_len, micro_rows=8, d
 
 
 def write_selection(path, tokens, keep, batch_tokens, scores, probs, info, **about):
-    """Write path (token file) = the kept batches tokens[i*BT:(i+1)*BT] in the order of `keep`, plus one
-    closing token (the true successor of the last batch: data.BatchStream needs the target of the last
-    window), and path with .json = the index: source batch ids, their scores and probabilities (+ `about`).
-    The index goes last, so its presence says the selection is complete."""
+    """Write path (token file) = the kept batches tokens[i*BT:(i+1)*BT] in the order of `keep`,
+    plus one closing token, and path with .json = the index: source batch ids, their scores and
+    probabilities (+ `about`)."""
     keep = [int(i) for i in keep]
     pieces = [np.asarray(tokens[i * batch_tokens:(i + 1) * batch_tokens]) for i in keep]
-    pieces.append(np.asarray(tokens[(keep[-1] + 1) * batch_tokens:(keep[-1] + 1) * batch_tokens + 1]))
+    # the closing token is the true successor of the last batch: data.BatchStream needs the target
+    # of the last window
+    end = (keep[-1] + 1) * batch_tokens
+    pieces.append(np.asarray(tokens[end:end + 1]))
     selected = np.concatenate(pieces)
-    # the file's byte count only feeds bits-per-byte of train files, which nothing reads; estimate it pro rata
+    # the file's byte count only feeds bits-per-byte of train files, which nothing reads; estimate
+    # it pro rata
     n_bytes = round(info["n_bytes"] * len(selected) / max(1, info["n_tokens"]))
     data.write_tokens(path, selected, info["vocab_size"], n_bytes, info["fingerprint"])
-    index = dict(about, batch_tokens=batch_tokens, n_batches=len(probs), n_keep=len(keep), batch_ids=keep,
+    index = dict(about, batch_tokens=batch_tokens, n_batches=len(probs), n_keep=len(keep),
+                 batch_ids=keep,
                  losses=[None if scores is None else round(float(scores[i]), 6) for i in keep],
                  probs=[float(probs[i]) for i in keep],
                  all_losses=None if scores is None else [round(float(s), 6) for s in scores])
+    # the index goes last and appears at once (written aside, then renamed): its presence says
+    # that the selection is complete
     index_path = os.path.splitext(path)[0] + ".json"
     with open(index_path + ".tmp", "w") as f:
         json.dump(index, f)
@@ -113,17 +127,18 @@ def write_selection(path, tokens, keep, batch_tokens, scores, probs, info, **abo
     return selected
 
 
-# --- the script ---------------------------------------------------------------------------------------------
+# --- the script ---------------------------------------------------------------------------------
 def check_multiround_args(args, ctx, n_train):
-    """Every problem with the flags (shared ones by train.check_args, then the method's) at once, in one line,
-    before any work."""
+    """Every problem with the flags (shared ones by train.check_args, then the method's) at once,
+    in one line, before any work."""
     try:
         check_args(args, ctx)
         problems = []
     except UsageError as e:
         problems = [str(e)]
     if not 0 < args.keep_fraction <= 1:
-        problems.append(f"--keep_fraction {args.keep_fraction} must lie in (0, 1]: the fraction of batches kept for the next round")
+        problems.append(f"--keep_fraction {args.keep_fraction} must lie in (0, 1]: the fraction of "
+                        "batches kept for the next round")
     if args.rounds < 1:
         problems.append(f"--rounds {args.rounds} must be at least 1")
     if args.compare and args.rounds < 2:
@@ -133,67 +148,102 @@ def check_multiround_args(args, ctx, n_train):
     if args.round_lr < 0:
         problems.append(f"--round_lr {args.round_lr} must not be negative (0: --lr)")
     if args.batch_tokens + 1 > n_train:
-        problems.append(f"--batch_tokens {args.batch_tokens} is larger than train.bin in {args.data_dir} "
-                        f"({n_train:,} tokens; one batch needs batch_tokens + 1)")
+        problems.append(f"--batch_tokens {args.batch_tokens} is larger than train.bin in "
+                        f"{args.data_dir} ({n_train:,} tokens; one batch needs batch_tokens + 1)")
     elif (args.max_tokens // args.batch_tokens) * args.batch_tokens + 1 > n_train:
-        problems.append(f"--max_tokens {args.max_tokens} (round 1's one pass over the data set) exceeds train.bin in "
-                        f"{args.data_dir}: at most {(n_train - 1) // args.batch_tokens * args.batch_tokens:,}")
+        problems.append(f"--max_tokens {args.max_tokens} (round 1's one pass over the data set) "
+                        f"exceeds train.bin in {args.data_dir}: at most "
+                        f"{(n_train - 1) // args.batch_tokens * args.batch_tokens:,}")
     if problems:
         raise UsageError("; ".join(problems))
 
 
+def parse_flags():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    g = parser.add_argument_group("multiple-round training", "--max_tokens is round 1's budget "
+                                  "and so the data set: the first max_tokens tokens of "
+                                  "train.bin, scored and resampled in every later round")
+    g.add_argument("--rounds", type=int, default=2, help="rounds in all: round 1 on the whole data "
+                   "set, then rounds-1 rounds on hard batches (the paper gains from round 2, not "
+                   "from round 3)")
+    g.add_argument("--keep_fraction", type=float, default=0.5, help="fraction of the N batches "
+                   "kept for each later round (the paper's N0 = 50%%)")
+    g.add_argument("--temperature", type=float, default=1.0, help="p = softmax(batch loss / "
+                   "temperature); the paper uses 1, higher is closer to uniform")
+    g.add_argument("--round_lr", type=float, default=0.0, help="peak learning rate of rounds 2.. "
+                   "(0: --lr); each later round gets a fresh AdamW and warmup + cosine schedule")
+    g.add_argument("--compare", action="store_true", help="also run rounds 2.. from the same "
+                   "round-1 model with uniformly random batches (same count, same budget) in "
+                   "<out_dir>/uniform_round<r>, print both val losses and plot them (compare.png); "
+                   "the uniform draw uses the same random numbers, so the two selections differ "
+                   "only where the weights matter")
+    add_train_args(parser)
+    alias(parser, "--keep_fraction", "--keep")
+    # ~7 minutes on 2 CPU cores (tiny preset, ~2.3k tok/s): round 1 = 60 batches of 8,192 tokens,
+    # scoring them (forward only), round 2 on 30; one evaluation at the end of each round
+    parser.set_defaults(out_dir="out_multiround", batch_tokens=8192, max_tokens=491_520,
+                        eval_every=60, ckpt_every=20, eval_tokens=131072)
+    args = parser.parse_args()
+    if args.max_steps:  # round 1's budget in tokens from here on: it is also the data set's size
+        args.max_tokens, args.max_steps = args.max_steps * args.batch_tokens, 0
+    return args
+
+
 def select_round(name, how, previous_ckpt, selected, tokens, info, n_batches, n_keep, r, args, ctx):
-    """Score the data set with the previous round's model (how='loss'; 'uniform' skips it), draw the kept
-    batches and write them (rank 0) to `selected`; every rank draws the same, from a per-round seed."""
+    """Score the data set with the previous round's model (how='loss'; 'uniform' skips it), draw
+    the kept batches and write them (rank 0) to `selected`."""
     scores = None
     if how == "loss":
         frozen = model_from_checkpoint(previous_ckpt).to(ctx.device)
         t0 = time.perf_counter()
-        scores = score_batches(frozen, tokens, n_batches, args.batch_tokens // args.seq_len, args.seq_len,
-                               args.micro_batch, ctx.device, ctx.autocast)
-        print0(f"{name}: scored {n_batches} batches with {previous_ckpt} in {time.perf_counter() - t0:.1f} s: "
-               f"loss {scores.min():.4f}..{scores.max():.4f}, mean {scores.mean():.4f}")
+        scores = score_batches(frozen, tokens, n_batches, args.batch_tokens // args.seq_len,
+                               args.seq_len, args.micro_batch, ctx.device, ctx.autocast)
+        print0(f"{name}: scored {n_batches} batches with {previous_ckpt} in "
+               f"{time.perf_counter() - t0:.1f} s: loss {scores.min():.4f}..{scores.max():.4f}, "
+               f"mean {scores.mean():.4f}")
     # a uniform draw is the same sampler on equal losses
     losses = scores if scores is not None else torch.zeros(n_batches, dtype=torch.float64)
-    keep = sample_hard_batches(losses, n_keep, args.temperature, torch.Generator().manual_seed(args.seed * 1000 + r))
+    # a per-round seed: every rank draws the same batches, and a resumed run draws them again
+    draw = torch.Generator().manual_seed(args.seed * 1000 + r)
+    keep = sample_hard_batches(losses, n_keep, args.temperature, draw)
     probs = hard_batch_probs(losses, args.temperature)
     if ctx.master:
         os.makedirs(os.path.dirname(selected), exist_ok=True)
-        write_selection(selected, tokens, keep, args.batch_tokens, scores, probs, info, selection=how,
-                        source=os.path.join(args.data_dir, "train.bin"),
-                        scored_by=previous_ckpt if how == "loss" else None, temperature=args.temperature)
+        write_selection(selected, tokens, keep, args.batch_tokens, scores, probs, info,
+                        selection=how, source=os.path.join(args.data_dir, "train.bin"),
+                        scored_by=previous_ckpt if how == "loss" else None,
+                        temperature=args.temperature)
     if scores is not None:
-        print0(f"{name}: kept {n_keep}/{n_batches} batches, their mean loss {scores[keep].mean():.4f} (all: "
-               f"{scores.mean():.4f}); largest/smallest p = {(probs.max() / probs.min()).item():.3g}")
+        print0(f"{name}: kept {n_keep}/{n_batches} batches, their mean loss "
+               f"{scores[keep].mean():.4f} (all: {scores.mean():.4f}); largest/smallest p = "
+               f"{(probs.max() / probs.min()).item():.3g}")
     if dist.is_initialized():
         dist.barrier()  # the other ranks wait for rank 0's file
 
 
+def reuse_selection(index_path, n_batches, n_keep, args):
+    """--resume: the selection written before the interruption (same seed, same draw), if it was
+    made with these flags."""
+    with open(index_path) as f:
+        index = json.load(f)
+    made = (index["n_batches"], index["n_keep"], index["batch_tokens"])
+    if made != (n_batches, n_keep, args.batch_tokens):
+        raise UsageError(f"--resume: {index_path} kept {index['n_keep']}/{index['n_batches']} "
+                         f"batches of {index['batch_tokens']} tokens, these flags ask for "
+                         f"{n_keep}/{n_batches} of {args.batch_tokens}; use that run's flags or "
+                         "another --out_dir")
+
+
+def train_round(args, ctx, rows, name, model, **train_kw):
+    """Train `model` in OUT_DIR/name, add its row to `rows`, return its checkpoint's path."""
+    summary = train(model, args, ctx, out_dir=os.path.join(args.out_dir, name), **train_kw)
+    rows.append(dict(run=name, tokens=summary["tokens"], steps=summary["steps"],
+                     val_loss=summary["val_loss"], val_bpb=summary["val_bpb"]))
+    return os.path.join(args.out_dir, name, "ckpt.pt")
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    g = parser.add_argument_group("multiple-round training", "--max_tokens is round 1's budget and so the data set: the "
-                                  "first max_tokens tokens of train.bin, scored and resampled in every later round")
-    g.add_argument("--rounds", type=int, default=2, help="rounds in all: round 1 on the whole data set, then rounds-1 rounds "
-                   "on hard batches (the paper gains from round 2, not from round 3)")
-    g.add_argument("--keep_fraction", type=float, default=0.5, help="fraction of the N batches kept for each later round "
-                   "(the paper's N0 = 50%%)")
-    g.add_argument("--temperature", type=float, default=1.0, help="p = softmax(batch loss / temperature); the paper uses 1, "
-                   "higher is closer to uniform")
-    g.add_argument("--round_lr", type=float, default=0.0, help="peak learning rate of rounds 2.. (0: --lr); each later round "
-                   "gets a fresh AdamW and warmup + cosine schedule")
-    g.add_argument("--compare", action="store_true", help="also run rounds 2.. from the same round-1 model with uniformly random "
-                   "batches (same count, same budget) in <out_dir>/uniform_round<r>, print both val losses and plot them "
-                   "(compare.png); the uniform draw uses the same random numbers, so the two selections differ only "
-                   "where the weights matter")
-    # ~7 minutes on 2 CPU cores (tiny preset, ~2.3k tok/s): round 1 = 60 batches of 8,192 tokens, scoring
-    # them (forward only), round 2 on 30; one evaluation at the end of each round
-    add_train_args(parser)
-    alias(parser, "--keep_fraction", "--keep")
-    parser.set_defaults(out_dir="out_multiround", batch_tokens=8192, max_tokens=491_520, eval_every=60, ckpt_every=20,
-                        eval_tokens=131072)
-    args = parser.parse_args()
-    if args.max_steps:  # the budget of round 1 in tokens from here on: it is also the size of the data set
-        args.max_tokens, args.max_steps = args.max_steps * args.batch_tokens, 0
+    args = parse_flags()
     ctx = setup(args)
     print0(json.dumps(vars(args)))
     meta = data.load_meta(args.data_dir)
@@ -202,40 +252,31 @@ def main():
     check_multiround_args(args, ctx, info["n_tokens"])
     model = build_model(args, meta["vocab_size"])
     check_seq_len(args, model)
-    tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"], fingerprint=meta.get("fingerprint"))
+    tokens = data.read_tokens(train_bin, vocab_size=meta["vocab_size"],
+                              fingerprint=meta.get("fingerprint"))
     n_batches = args.max_tokens // args.batch_tokens
     n_keep = max(1, round(args.keep_fraction * n_batches))
 
     rows = []  # one per trained round, for the table
-
-    def run_round(name, model, **kw):
-        summary = train(model, args, ctx, out_dir=os.path.join(args.out_dir, name), **kw)
-        rows.append(dict(run=name, tokens=summary["tokens"], steps=summary["steps"], val_loss=summary["val_loss"],
-                         val_bpb=summary["val_bpb"]))
-        return os.path.join(args.out_dir, name, "ckpt.pt")
-
-    print0(f"data set: the first {n_batches} batches of {args.batch_tokens:,} tokens of {train_bin}; "
-           f"later rounds keep {n_keep} of them")
-    previous = {"loss": run_round("round1", model, max_tokens=n_batches * args.batch_tokens)}
-    previous["uniform"] = previous["loss"]
+    print0(f"data set: the first {n_batches} batches of {args.batch_tokens:,} tokens of "
+           f"{train_bin}; later rounds keep {n_keep} of them")
+    round1 = train_round(args, ctx, rows, "round1", model, max_tokens=n_batches * args.batch_tokens)
+    previous = {"loss": round1, "uniform": round1}  # each chain's latest checkpoint
     for r in range(2, args.rounds + 1):
         for how in ("loss", "uniform") if args.compare else ("loss",):
             name = f"round{r}" if how == "loss" else f"uniform_round{r}"
             selected = os.path.join(args.out_dir, name, "selected.bin")
             index_path = selected[:-4] + ".json"
-            # selected before the interruption (same seed, same draw); rank 0 decides, since it may be writing the file
+            # rank 0 decides whether to reuse it, since it may be the one writing the file
             if rank0_decides(args.resume and os.path.exists(index_path), ctx):
-                with open(index_path) as f:
-                    index = json.load(f)
-                if (index["n_batches"], index["n_keep"], index["batch_tokens"]) != (n_batches, n_keep, args.batch_tokens):
-                    raise UsageError(f"--resume: {index_path} kept {index['n_keep']}/{index['n_batches']} batches of "
-                                     f"{index['batch_tokens']} tokens, these flags ask for {n_keep}/{n_batches} of "
-                                     f"{args.batch_tokens}; use that run's flags or another --out_dir")
+                reuse_selection(index_path, n_batches, n_keep, args)
             else:
-                select_round(name, how, previous[how], selected, tokens, info, n_batches, n_keep, r, args, ctx)
+                select_round(name, how, previous[how], selected, tokens, info, n_batches, n_keep, r,
+                             args, ctx)
             model = model_from_checkpoint(previous[how])
-            previous[how] = run_round(name, model, train_bin=selected, max_tokens=n_keep * args.batch_tokens,
-                                      lr=args.round_lr or None)
+            previous[how] = train_round(args, ctx, rows, name, model, train_bin=selected,
+                                        max_tokens=n_keep * args.batch_tokens,
+                                        lr=args.round_lr or None)
 
     print_table(rows, args)
     if args.compare and ctx.master:
@@ -243,24 +284,29 @@ def main():
 
 
 def plot_rounds(rows, args):
-    """--compare: val loss against training FLOPs of the loss-weighted rounds and of the uniform ones, both going
-    on from the same round 1, as OUT_DIR/compare.png."""
+    """--compare: val loss against training FLOPs of the loss-weighted rounds and of the uniform
+    ones, both going on from the same round 1, as OUT_DIR/compare.png."""
     steps = {row["run"]: row["steps"] for row in rows}
-    chains = {"loss-weighted batches": [f"round{r}" for r in range(1, args.rounds + 1)],
-              "uniform batches": ["round1"] + [f"uniform_round{r}" for r in range(2, args.rounds + 1)]}
-    curves = {label: val_curve([os.path.join(args.out_dir, n) for n in names], [steps[n] for n in names])
+    later = range(2, args.rounds + 1)
+    chains = {"loss-weighted batches": ["round1"] + [f"round{r}" for r in later],
+              "uniform batches": ["round1"] + [f"uniform_round{r}" for r in later]}
+    curves = {label: val_curve([os.path.join(args.out_dir, n) for n in names],
+                               [steps[n] for n in names])
               for label, names in chains.items()}
     plot_curves(curves, os.path.join(args.out_dir, "compare.png"),
                 f"multiple-round training, {args.rounds} rounds, keep {args.keep_fraction:g}")
 
 
 def print_table(rows, args):
-    """Final val loss after each round; with --compare, the hard-batch and uniform rounds side by side and how
-    many kept batches the two selections share (both draw from the same per-round seed)."""
+    """Final val loss after each round; with --compare, the hard-batch and uniform rounds side by
+    side and how many kept batches the two selections share (both draw from the same per-round
+    seed). Also writes OUT_DIR/results.json."""
     by_name = {row["run"]: row for row in rows}
-    compare = ["val loss, uniform", "difference", "batches in common"] if args.compare else ["val bpb"]
-    lines = ["| " + " | ".join(["round", "train tokens (cumulative)", "val loss, loss-weighted", *compare]) + " |",
-             "|---" * (3 + len(compare)) + "|"]
+    compare = ["val bpb"]
+    if args.compare:
+        compare = ["val loss, uniform", "difference", "batches in common"]
+    header = ["round", "train tokens (cumulative)", "val loss, loss-weighted", *compare]
+    lines = ["| " + " | ".join(header) + " |", "|---" * (3 + len(compare)) + "|"]
     cumulative = 0
     for r in range(1, args.rounds + 1):
         hard = by_name[f"round{r}"]
@@ -268,11 +314,13 @@ def print_table(rows, args):
         cells = [str(r), f"{cumulative:,}", f"{hard['val_loss']:.4f}"]
         if args.compare and r > 1:
             uniform = by_name[f"uniform_round{r}"]
-            ids = [set(json.load(open(os.path.join(args.out_dir, name, "selected.json")))["batch_ids"])
-                   for name in (f"round{r}", f"uniform_round{r}")]
-            cells += [f"{uniform['val_loss']:.4f}", f"{hard['val_loss'] - uniform['val_loss']:+.4f}",
+            indexes = [os.path.join(args.out_dir, name, "selected.json")
+                       for name in (f"round{r}", f"uniform_round{r}")]
+            ids = [set(json.load(open(path))["batch_ids"]) for path in indexes]
+            difference = hard["val_loss"] - uniform["val_loss"]
+            cells += [f"{uniform['val_loss']:.4f}", f"{difference:+.4f}",
                       f"{len(ids[0] & ids[1])} of {len(ids[0])}"]
-        elif args.compare:
+        elif args.compare:  # round 1 is shared by both chains
             cells += [f"{hard['val_loss']:.4f}", "", ""]
         else:
             cells.append(f"{hard['val_bpb']:.4f}")
