@@ -1,19 +1,21 @@
 """
-Model growth (Du et al. 2024, "Stacking Your Transformers", arXiv 2405.15319): train a small base model for
-d tokens, grow it into the target with a growth operator, then train the target on the data the base did not see.
+Model growth (Du et al. 2024, "Stacking Your Transformers", arXiv 2405.15319): train a small base
+model for d tokens, grow it into the target with a growth operator, then train the target on the
+data the base did not see.
 
-  python data.py && python gstack.py                 # 2-layer base -> G_stack x4 -> 8-layer target, CPU
-  python gstack.py --compare                         # also the target from scratch with the same FLOPs: speedup
-  python gstack.py --operator zero                   # or random / learn; --width_factor 2 grows width too (split)
-  python gstack.py --init_from out_gstack/base/ckpt.pt --out_dir out_grown   # grow a checkpoint, save it
+  python data.py && python gstack.py  # 2-layer base -> G_stack x4 -> 8-layer target, CPU
+  python gstack.py --compare  # also the target from scratch with the same FLOPs: speedup
+  python gstack.py --operator zero  # or random / learn; --width_factor 2 grows width too (split)
+  python gstack.py --init_from out_gstack/base/ckpt.pt --out_dir out_grown  # grow a checkpoint
   python gstack.py --config stacking_6L_24L.json     # the official repo's config keys
-  torchrun --nproc_per_node=2 gstack.py --resume     # continues inside whichever phase was interrupted
+  torchrun --nproc_per_node=2 gstack.py --resume  # continues inside whichever phase was interrupted
 
-Pipeline (official repo, g_stack.sh): the base trains at its peak LR without annealing (constant after warmup);
-the grown model gets a NEW AdamW over all its parameters (the official mid-run operators leave new layers out of
-the optimizer) and a fresh warmup + cosine, reading on from where the base stopped. Base FLOPs are counted:
-the target's budget C = --max_tokens x its FLOPs per token is shared by base, G_learn's fitting and the grown run.
-Phases live in OUT_DIR/base, OUT_DIR/learn, OUT_DIR/grown (and OUT_DIR/scratch with --compare).
+Pipeline (official repo, g_stack.sh): the base trains at its peak LR without annealing (constant
+after warmup); the grown model gets a NEW AdamW over all its parameters (the official mid-run
+operators leave new layers out of the optimizer) and a fresh warmup + cosine, reading on from where
+the base stopped. Base FLOPs are counted: the target's budget C = --max_tokens x its FLOPs per token
+is shared by base, G_learn's fitting and the grown run. Phases live in OUT_DIR/base, OUT_DIR/learn,
+OUT_DIR/grown (and OUT_DIR/scratch with --compare).
 """
 import argparse
 import json

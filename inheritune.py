@@ -1,28 +1,31 @@
 """
-Inheritune (Sanyal et al. 2024, arXiv 2404.08634) and PanGu-pi-Pro-style parameter inheritance (Tang et al.
-2024, arXiv 2402.02791): start a small model from some layers (and optionally the most important heads and
-channels) of a bigger reference model, then train it.
+Inheritune (Sanyal et al. 2024, arXiv 2404.08634) and PanGu-pi-Pro-style parameter inheritance (Tang
+et al. 2024, arXiv 2402.02791): start a small model from some layers (and optionally the most
+important heads and channels) of a bigger reference model, then train it.
 
-  python data.py && python inheritune.py       # trains an 8-layer reference, then the v2 search (~10 min, 2 CPU cores)
-  python inheritune.py --init_from out_inheritune/reference/ckpt.pt --mode v1 --inherit_layers 4 --out_dir out_v1
-  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then a local Hugging Face GPT-2 or Llama reference:
+  python data.py && python inheritune.py  # an 8-layer reference, then the v2 search (2 CPU cores)
+  python inheritune.py --init_from out_inheritune/reference/ckpt.pt --mode v1 --inherit_layers 4 \
+      --out_dir out_v1
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then a local HF GPT-2/Llama:
   python inheritune.py --init_from path/to/hf-gpt2 --data_dir data/stdlib-gpt2
-  python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 --width_score taylor  # PanGu-pi Pro
+  python inheritune.py --preset tiny --layers ends --keep_heads 2 --keep_ffn 384 \
+      --width_score taylor  # PanGu-pi Pro's heuristic layers, Taylor scores
   python inheritune.py --preset tiny --layers importance --keep_heads 2 --keep_ffn 384 \
-      --width_score learned                      # PanGu-pi Pro, data-driven: measured layers, learned masks
+      --width_score learned  # PanGu-pi Pro, data-driven: measured layers, learned masks
   torchrun --nproc_per_node=2 inheritune.py --resume
 
-v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and its val
-loss after T tokens, inherit n = k/2 layers, train T tokens (fresh optimizer, full schedule) and evaluate;
-while worse than the reference, n += 2 and inherit again from the reference; stop at a match or at n = k.
-Then a random-init model of the final shape is trained the same way (and for 2T with --compare).
-v1 (the paper's low-data recipe): inherit --inherit_layers layers, train --epochs epochs over the first
---subset_tokens tokens of train.bin (the paper: 13 of OpenLLaMA-3B's 26 layers, 8 epochs over 1B tokens).
+v2 (the default; the paper's full-data setting, GPT-2 on OpenWebText): given a k-layer reference and
+its val loss after T tokens, inherit n = k/2 layers, train T tokens (fresh optimizer, full schedule)
+and evaluate; while worse than the reference, n += 2 and inherit again from the reference; stop at a
+match or at n = k. Then a random-init model of the final shape is trained the same way (and for 2T
+with --compare). v1 (the paper's low-data recipe): inherit --inherit_layers layers, train --epochs
+epochs over the first --subset_tokens tokens of train.bin (the paper: 13 of OpenLLaMA-3B's 26 layers,
+8 epochs over 1B tokens).
 
-Inherited: the chosen blocks (with their norms), the token embedding, learned positions (GPT-2), final
-norm and head, ties kept. The official code leaves the embedding (v1), positions and final norm
-(v1 and v2) behind; this does not. Each trial trains in its own subfolder of --out_dir, so --resume
-continues in the right one and finished ones return at once.
+Inherited: the chosen blocks (with their norms), the token embedding, learned positions (GPT-2),
+final norm and head, ties kept. The official code leaves the embedding (v1), positions and final
+norm (v1 and v2) behind; this does not. Each trial trains in its own subfolder of --out_dir, so
+--resume continues in the right one and finished ones return at once.
 """
 import argparse
 import dataclasses

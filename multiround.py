@@ -1,24 +1,26 @@
 """
-Multiple-round training (Tang et al. 2024, "Rethinking Optimization and Architecture for Tiny Language
-Models", arXiv 2402.02791, sec. 3.4; PanGu-pi Pro): after a round of training, score every training batch
-with the frozen model, keep a fraction of them drawn with probability softmax(loss) without replacement,
-and train the next round on the kept (mostly hard) batches, starting from the previous round's weights.
+Multiple-round training (Tang et al. 2024, "Rethinking Optimization and Architecture for Tiny
+Language Models", arXiv 2402.02791, sec. 3.4; PanGu-pi Pro): after a round of training, score every
+training batch with the frozen model, keep a fraction of them drawn with probability softmax(loss)
+without replacement, and train the next round on the kept (mostly hard) batches, starting from the
+previous round's weights.
 
-  python data.py && python multiround.py          # round 1 + one hard-batch round, tiny model (~10 min CPU)
-  python multiround.py --compare                  # also the same rounds with uniformly random batches
+  python data.py && python multiround.py  # round 1 + one hard-batch round, tiny model (~10 min CPU)
+  python multiround.py --compare  # also the same rounds with uniformly random batches
   python multiround.py --rounds 3 --keep_fraction 0.5 --temperature 1.0
   torchrun --nproc_per_node=2 multiround.py --resume
 
-Round 1 makes one pass over the data set: the first --max_tokens tokens of train.bin, cut into N batches
-of --batch_tokens (one optimizer step each, as in the paper: 2M-token batches, N = 75k). Every later
-round r scores the same N batches with round r-1's final model, keeps round(--keep_fraction * N) of them (the
-paper's N0 = 50%), writes them in shuffled order to <out_dir>/round<r>/selected.bin (+ selected.json: the
-batch ids, their losses and probabilities) and trains one pass over them with a fresh optimizer and
-learning-rate schedule. Each round has its own subfolder, so --resume continues in the right one.
+Round 1 makes one pass over the data set: the first --max_tokens tokens of train.bin, cut into N
+batches of --batch_tokens (one optimizer step each, as in the paper: 2M-token batches, N = 75k).
+Every later round r scores the same N batches with round r-1's final model, keeps
+round(--keep_fraction * N) of them (the paper's N0 = 50%), writes them in shuffled order to
+<out_dir>/round<r>/selected.bin (+ selected.json: the batch ids, their losses and probabilities) and
+trains one pass over them with a fresh optimizer and learning-rate schedule. Each round has its own
+subfolder, so --resume continues in the right one.
 
-Not specified by the paper, chosen here: the kept batches are shuffled (torch.multinomial returns them in
-draw order, hardest-first on average); every round scores the whole data set, not the previous selection;
-each later round gets a fresh warmup + cosine schedule with peak --round_lr.
+Not specified by the paper, chosen here: the kept batches are shuffled (torch.multinomial returns
+them in draw order, hardest-first on average); every round scores the whole data set, not the
+previous selection; each later round gets a fresh warmup + cosine schedule with peak --round_lr.
 """
 import argparse
 import json
