@@ -312,6 +312,7 @@ def setup(args):
     if getattr(args, "fsdp", False) and "WORLD_SIZE" not in os.environ:
         raise UsageError("--fsdp shards over processes: launch with torchrun --nproc_per_node=N")
     if (world > 1 or getattr(args, "fsdp", False)) and not dist.is_initialized():
+        # nccl for GPUs; gloo runs the same collectives on CPU, so DDP and FSDP work there too
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(args.dtype)
     if dtype is None:  # auto
@@ -378,6 +379,7 @@ def read_sharded(folder, model_args, flag="checkpoint"):
     size wrote it."""
     with torch.device("meta"):  # no random init of weights that are read next
         model = GPT(GPTConfig(**model_args))
+    # storage without an init (every value is read next); to_empty unties the head, so tie again
     model.to_empty(device="cpu")
     model.tie_weights()
     model.init_buffers()
@@ -470,6 +472,7 @@ def model_config(args, vocab_size, fields=None):
     except ValueError as e:
         raise UsageError(f"--preset: {e}") from None
     defaults = {f.name: f.default for f in dataclasses.fields(GPTConfig)}
+    # the data decides the vocabulary, never the preset
     shape = {**defaults, **shape, "vocab_size": vocab_size}
     # absent from hand-made Namespaces: the preset's
     flags = {f: getattr(args, f, None) for f in SHAPE_FLAGS}
@@ -482,6 +485,8 @@ def model_config(args, vocab_size, fields=None):
         problems.append(f"--rope_theta {flags['rope_theta']} must be positive")
     if problems:
         raise UsageError("; ".join(problems))
+    # the fields the flags set (None, 0 and False mean "the preset's"); --untie_embeddings sets
+    # tie_embeddings, the opposite of its name
     new = {f: v for f, v in flags.items() if v not in (None, 0, False) and f != "untie_embeddings"}
     if getattr(args, "block_size", 0):
         new["block_size"] = args.block_size
@@ -616,11 +621,13 @@ def shard(model, ctx, compile=False):
         if compile:
             block.compile()  # per block, before sharding: the graph then holds no collective
         fully_shard(block, mesh=mesh, mp_policy=policy)
+    # the root last: it takes the parameters no block holds (embeddings, head, final norm)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     # loss functions that call model.wte / model.body / model.lm_head run inside model.run(), which
     # then gathers the root's weights as forward() does
     register_fsdp_forward_method(model, "run")
     if on_meta:
+        # storage for this process's shards only, then their init, drawn as GPT(cfg) would
         model.to_empty(device=ctx.device)
         model.init_buffers(ctx.device)
         model.init_weights(fill=lambda p, init: p.to_local().copy_(local_shard(p, init)))
@@ -774,7 +781,7 @@ def evaluate(model, args, ctx, val_bin=None, max_tokens=None):
     # once, after the loop: ranks may have had different numbers of batches
     if ctx.world > 1:
         dist.all_reduce(total)
-    model.train(was_training)
+    model.train(was_training)  # back as the caller had it (the loop evaluates mid-training)
     nats, n_tokens, n_bytes_scored = total.tolist()
     if n_bytes is not None and n_bytes_scored:
         bpb = nats / math.log(2) / n_bytes_scored
@@ -895,15 +902,18 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
     val = data.read_tokens(os.path.join(args.data_dir, "val.bin"), vocab_size, fingerprint)
     # a validation file too short for one window fails now, not at the first evaluation
     next(data.eval_windows(val, 1, min(args.seq_len, model.config.block_size), args.eval_tokens))
+    # batch_tokens is the global batch; check_args made sure it divides evenly
     accum = args.batch_tokens // (micro_batch * seq_len * ctx.world)
+    # sequential and rank-offset: deterministic, and resumable from a position
     stream = data.BatchStream(tokens, micro_batch, seq_len, ctx.rank, ctx.world, accum,
                               position=data_position)
     max_steps = args.max_steps or (max_tokens or args.max_tokens) // args.batch_tokens
     schedule_steps = schedule_steps or max_steps
+    # auto: 5% of the schedule, at least one step
     warmup = args.warmup_steps if args.warmup_steps >= 0 else max(1, schedule_steps // 20)
     flops_per_token = flops_per_token or model.flops_per_token(seq_len)
 
-    # model and optimizer
+    # model and optimizer; sharding comes first, so that the optimizer holds the shards
     if getattr(args, "fsdp", False) and not is_sharded(model):
         shard(model, ctx, compile=args.compile)
     model.to(ctx.device).train()
@@ -963,6 +973,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         for micro in range(accum):
+            # non_blocking: the host-to-GPU copy overlaps the work still queued on the GPU
             batch = stream.next_micro().to(ctx.device, non_blocking=True)
             # only the last micro-step all-reduces (FSDP: reduce-scatters) gradients; the others
             # accumulate locally, so a step communicates once, not accum times
@@ -987,7 +998,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
         # a non-finite gradient poisons the logged loss too, so the check below sees it
         loss_sum += 0.0 * grad_norm
         optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)  # frees the gradients' memory until the next backward
         step += 1
         tokens_seen += args.batch_tokens
         window_tokens += args.batch_tokens
@@ -1012,6 +1023,7 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
                       grad_norm=grad_norm.item(), tok_per_s=window_tokens / dt, elapsed=elapsed,
                       flops=tokens_seen * flops_per_token)
         if peak:
+            # model FLOPs utilisation: each process's share of the throughput against one GPU's peak
             fields["mfu"] = fields["tok_per_s"] * flops_per_token / ctx.world / peak
         window_tokens = window_steps = 0
         if step % args.eval_every == 0 or last:
@@ -1024,6 +1036,8 @@ def train(model, args, ctx, *, out_dir, loss_fn=token_loss, seq_len=None, micro_
         eta = (time.perf_counter() - t_start) / (step - step_start) * (max_steps - step)
         print0(progress_line(fields, eta))
         if last:
+            # the summary goes into the final checkpoint too: a --resume of a finished run
+            # returns it at once
             summary = dict(val_loss=fields["val_loss"], val_bpb=fields["val_bpb"],
                            tokens=tokens_seen, steps=step, flops=tokens_seen * flops_per_token,
                            wall_s=elapsed, tok_per_s=tokens_seen / elapsed,
@@ -1098,6 +1112,7 @@ def export_hf(args, ctx, vocab_size):
     if not ctx.master:  # under torchrun every rank checks the input; one writes
         return
     names = data.save_hf_tokenizer(tok, args.export_hf)  # first: it refuses before writing
+    # stale files of another tokenizer would take precedence over the new ones: remove them
     for name in set(HF_TOKENIZER_FILES) - set(names):
         if os.path.isfile(os.path.join(args.export_hf, name)):
             os.remove(os.path.join(args.export_hf, name))
