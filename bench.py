@@ -1,23 +1,27 @@
 """
 How fast this repository trains on this machine: one command, one table, also written as JSON.
 
-  python bench.py                                     # tiny model, built-in corpus, CPU: a few minutes
-  python bench.py --parts token,patch --steps 20      # only the training rows, more steps
-  python bench.py --preset tiny-gpt2 --parts token    # the GPT-2 flavour (compared with nanoGPT in README.md)
-  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then, on a GPU: GPT-2 small, bf16 and bf16 + compile, MFU
-  python bench.py --data_dir data/stdlib-gpt2 --preset gpt2 --seq_len 1024 --micro_batch 16 --batch_tokens 65536
+  python bench.py                                      # tiny model, built-in corpus, CPU: minutes
+  python bench.py --parts token,patch --steps 20       # only the training rows, more steps
+  python bench.py --preset tiny-gpt2 --parts token     # the GPT-2 flavour (nanoGPT's shape)
+  python data.py --tokenizer gpt2 --out_data_dir data/stdlib-gpt2  # then, on a GPU, GPT-2 small:
+  python bench.py --data_dir data/stdlib-gpt2 --preset gpt2 --seq_len 1024 --micro_batch 16 \
+      --batch_tokens 65536                             # bf16, bf16 + compile, MFU
 
 Side by side, in one process:
-  token, patch K  training tok/s and ms per optimizer step through train.py's own loop, token level and patch
-                  level (patch_train.patch_loss) at each K, with the same model, weights and tokens per step;
-                  medians over --steps steps after --warmup steps. `x token` is the patch/token tok/s ratio (ideal
-                  K). `data wait` is the share of step time spent inside BatchStream.next_micro.
+  token, patch K  training tok/s and ms per optimizer step through train.py's own loop, token
+                  level and patch level (patch_train.patch_loss) at each K, with the same model,
+                  weights and tokens per step; medians over --steps steps after --warmup steps.
+                  `x token` is the patch/token tok/s ratio (ideal K). `data wait` is the share of
+                  step time spent inside BatchStream.next_micro.
   eval            evaluation tok/s (train.evaluate, forward only)
   data            BatchStream's own batches/s on train.bin (warm page cache)
-  prepare         data.py's throughput in MB of text/s with 1 process and with every core on a subset of the
-                  stdlib corpus: tokenizing alone, preparing with the data set's tokenizer, and preparing with a
-                  newly trained BPE (whose training is serial, so it caps that row's speed-up)
-Peak memory is the process's peak RSS during each row on CPU, and the peak allocated by tensors on CUDA.
+  prepare         data.py's throughput in MB of text/s with 1 process and with every core on a
+                  subset of the stdlib corpus: tokenizing alone, preparing with the data set's
+                  tokenizer, and preparing with a newly trained BPE (whose training is serial, so
+                  it caps that row's speed-up)
+Peak memory is the process's peak RSS during each row on CPU, and the peak allocated by tensors on
+CUDA.
 """
 import argparse
 import contextlib

@@ -1,10 +1,11 @@
 """
 Token data for pre-training: tokenizers, token files and the batch readers that train.py uses.
 
-Prepare a data set (writes data/<name>/train.bin, val.bin, meta.json, and tokenizer.model when one is trained):
-    python data.py                                  # Python's own stdlib sources, a fresh 8192-piece BPE, no download
-    python data.py --input notes/ --tokenizer gpt2  # your .txt/.jsonl files (folders, globs) as GPT-2 tokens
-    python data.py --source shakespeare             # a downloadable set; needs internet (and `datasets` for some)
+Prepare a data set (writes data/<name>/train.bin, val.bin, meta.json, and tokenizer.model when one
+is trained):
+    python data.py  # Python's own stdlib sources, a fresh 8192-piece BPE, no download
+    python data.py --input notes/ --tokenizer gpt2  # your .txt/.jsonl (folders, globs), GPT-2 ids
+    python data.py --source shakespeare  # a downloadable set (internet; some need `datasets`)
 Read it back:
     tokens = read_tokens("data/stdlib/train.bin", vocab_size=model_vocab_size)
     stream = BatchStream(tokens, micro_rows=8, seq_len=256, rank=rank, world=world, accum=accum)

@@ -1,16 +1,17 @@
 """
 Token-level pre-training, and the one training loop every method script reuses.
 
-  python data.py && python train.py                  # built-in corpus, tiny model, CPU, a few minutes
+  python data.py && python train.py  # built-in corpus, tiny model, CPU, a few minutes
   torchrun --nproc_per_node=2 train.py --preset small  # DDP (gloo on CPU, nccl on CUDA)
   python train.py --resume                           # continue exactly where out/ckpt.pt stopped
   python train.py --sample "def main(" --init_from out/ckpt.pt
   python train.py --eval_bin data/stdlib/val.bin --init_from out/ckpt.pt
   python train.py --export_hf hf/ --init_from out/ckpt.pt   # for transformers and lm-eval (README)
 
-Method scripts import `add_train_args`, `setup`, `build_model`, `train` and the checkpoint helpers from here;
-`train(model, args, ctx, loss_fn=...)` is the loop: AdamW, warmup + cosine, gradient accumulation, DDP,
-evaluation in loss and bits per byte, progress lines + JSONL log, atomic checkpoints, exact resume.
+Method scripts import `add_train_args`, `setup`, `build_model`, `train` and the checkpoint helpers
+from here; `train(model, args, ctx, loss_fn=...)` is the loop: AdamW, warmup + cosine, gradient
+accumulation, DDP, evaluation in loss and bits per byte, progress lines + JSONL log, atomic
+checkpoints, exact resume.
 """
 import argparse
 import ctypes
