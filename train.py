@@ -1152,6 +1152,9 @@ def main():
                         help="write --init_from as a Hugging Face folder (config, weights, "
                              "generation config, the tokenizer of --data_dir) for transformers and "
                              "lm-eval; exit")
+    # the demo's budget: 244 steps of 4,096 tokens learn more in the same 1M tokens than 122 of
+    # 8,192 (val loss 5.21 against 5.48 on data/stdlib); method scripts keep 8,192
+    parser.set_defaults(batch_tokens=4096)
     args = parser.parse_args()
     ctx = setup(args)
     meta = data.load_meta(args.data_dir)
