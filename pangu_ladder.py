@@ -34,7 +34,8 @@ import multiround
 import prune_tokenizer
 from model import GPT, GPTConfig
 from train import (SHAPE_FLAGS, HelpFormatter, UsageError, add_train_args, check_args, cli,
-                   given_flags, print0, refuse, setup, train, whole, with_args)
+                   given_flags, new_figure, print0, refuse, save_figure, setup, train, whole,
+                   with_args)
 
 RUNGS = ("1 baseline", "2 +tokenizer", "3 +deep", "4 +inherit", "5 +2 rounds")
 
@@ -249,21 +250,14 @@ def print_table(rows, n_seeds):
 
 def plot(rows, path):
     """Val bpb per rung with the spread over seeds as error bars; matplotlib is optional."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return print0("matplotlib is not installed: no plot")
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if (figure := new_figure((6, 3.5))) is None:
+        return
+    fig, ax = figure
     bpb, spread = [r["bpb"] for r in rows], [r["spread"] for r in rows]
     ax.errorbar(range(len(rows)), bpb, yerr=spread, marker="o", capsize=4)
     ax.set_xticks(range(len(rows)), [r["rung"] for r in rows])
     ax.set(ylabel="val bits per byte", title="PanGu-pi Pro ladder, equal training bytes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print0(f"plot: {path}")
+    save_figure(fig, path)
 
 
 def main():

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 
 import data
 from train import (HelpFormatter, UsageError, add_train_args, auto, build_model, check_args,
-                   check_seq_len, cli, plot_curves, print0, setup, token_loss, train, val_curve,
-                   whole, with_args)
+                   check_seq_len, cli, new_figure, plot_curves, print0, save_figure, setup,
+                   token_loss, train, val_curve, whole, with_args)
 
 
 # --- the method: copy these -----------------------------------------------------------------------
@@ -386,13 +386,9 @@ PAPER_TABLE4 = [(45e9 / 370e6, math.log(12.84 / 12.50)), (90e9 / 370e6, math.log
 def plot_gaps(rows, path, title):
     """Gap (nats) against tokens per parameter, mean and range over seeds, beside the paper's
     Table 4; matplotlib is optional."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return print0("matplotlib is not installed: no plot (pip install matplotlib)")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    if (figure := new_figure()) is None:
+        return
+    fig, ax = figure
     x = [r["tokens_per_param"] for r in rows]
     for key, label in (("gap_flops", "equal FLOPs"), ("gap_tokens", "equal tokens")):
         mean = [sum(r[key]) / len(r[key]) for r in rows]
@@ -404,10 +400,7 @@ def plot_gaps(rows, path, title):
     ax.set(xscale="log", xlabel="training tokens per parameter",
            ylabel="val loss gap, patch minus token (nats)", title=title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    print0(f"plot: {path}")
+    save_figure(fig, path, dpi=100)
 
 
 def main():

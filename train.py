@@ -1070,24 +1070,38 @@ def val_curve(out_dirs, steps, x="flops", y="val_loss", x_scale=1.0):
     return points
 
 
-def plot_curves(curves, path, title="", xlabel="training FLOPs", ylabel="val loss"):
-    """One line per run ({name: points}) as a PNG, by default val loss against training FLOPs;
-    matplotlib is optional."""
+def new_figure(figsize=(6, 4)):
+    """A headless matplotlib figure and axes, or None when matplotlib (optional) is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")  # no display needed
         import matplotlib.pyplot as plt
     except ImportError:
-        return print0("matplotlib is not installed: no plot (pip install matplotlib)")
-    fig, ax = plt.subplots(figsize=(6, 4))
+        print0("matplotlib is not installed: no plot (pip install matplotlib)")
+        return None
+    return plt.subplots(figsize=figsize)
+
+
+def save_figure(fig, path, dpi=120):
+    """Write the PNG and free the figure (pyplot keeps every open figure alive)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    print0(f"plot: {path}")
+
+
+def plot_curves(curves, path, title="", xlabel="training FLOPs", ylabel="val loss"):
+    """One line per run ({name: points}) as a PNG, by default val loss against training FLOPs;
+    matplotlib is optional."""
+    if (figure := new_figure()) is None:
+        return
+    fig, ax = figure
     for name, points in curves.items():
         ax.plot(*zip(*points), marker=".", label=name)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print0(f"plot: {path}")
+    save_figure(fig, path)
 
 
 # tokenizer files transformers reads from a folder; an export removes those it does not write, so
